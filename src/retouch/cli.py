@@ -1,0 +1,587 @@
+"""The ``retouch`` command: files in, files out.
+
+The only place that turns retouch errors into exit codes and one-line messages. Work is
+checked (inputs readable, output free to write) before anything runs, and an output file is
+only ever written complete.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, NoReturn
+
+from retouch._version import __version__
+
+if TYPE_CHECKING:
+    from retouch.api import Toolkit
+    from retouch.types import ImageResult, Mask, Progress
+
+EXIT_CODES: list[tuple[str, int]] = [
+    # most specific first; looked up by class name along the exception's MRO
+    ("OutputExists", 3),
+    ("MaskError", 2),
+    ("InvalidImage", 2),
+    ("InvalidRequest", 2),
+    ("UnsupportedOperation", 4),
+    ("ModelNotAvailable", 5),
+    ("DependencyMissing", 6),
+    ("AuthenticationError", 7),
+    ("RateLimited", 8),
+    ("ContentPolicy", 9),
+    ("ProviderTimeout", 10),
+    ("ServerError", 11),
+    ("ProviderError", 11),
+    ("ConfigurationError", 12),
+    ("Cancelled", 130),
+]
+EXIT_HELP = """exit codes:
+  0 done; 1 unexpected failure; 2 bad input or usage; 3 output exists (use --overwrite);
+  4 unsupported by the provider; 5 model not downloaded; 6 optional package missing;
+  7 authentication; 8 rate limited; 9 content policy; 10 timeout; 11 provider/server error;
+  12 configuration; 130 cancelled"""
+
+
+def exit_code_for(exc: BaseException) -> int:
+    names = [cls.__name__ for cls in type(exc).__mro__]
+    for name, code in EXIT_CODES:
+        if name in names:
+            return code
+    return 1
+
+
+class UsageError(Exception):
+    """Bad command-line usage found after parsing (exit code 2)."""
+
+
+# --- argument types -----------------------------------------------------------------------
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
+
+
+def _box(text: str) -> tuple[int, int, int, int]:
+    parts = text.replace(" ", "").split(",")
+    if len(parts) != 4:
+        raise argparse.ArgumentTypeError(f"a box is LEFT,TOP,RIGHT,BOTTOM, got {text!r}")
+    left, top, right, bottom = (int(p) for p in parts)
+    return left, top, right, bottom
+
+
+def _points(text: str) -> list[tuple[float, float]]:
+    points = []
+    for pair in text.split():
+        xy = pair.split(",")
+        if len(xy) != 2:
+            raise argparse.ArgumentTypeError(f"points are 'X,Y X,Y X,Y ...', got {pair!r}")
+        points.append((float(xy[0]), float(xy[1])))
+    return points
+
+
+def _size(text: str) -> tuple[int, int]:
+    parts = text.lower().split("x")
+    if len(parts) != 2:
+        raise argparse.ArgumentTypeError(f"a size is WIDTHxHEIGHT, e.g. 512x512, got {text!r}")
+    return int(parts[0]), int(parts[1])
+
+
+def _aspect(text: str) -> float:
+    if ":" in text:
+        w, h = text.split(":", 1)
+        return float(w) / float(h)
+    return float(text)
+
+
+# --- parser -------------------------------------------------------------------------------
+
+
+def _common(parser: argparse.ArgumentParser, *, output: bool = True) -> None:
+    if output:
+        parser.add_argument(
+            "-o",
+            "--output",
+            type=Path,
+            help="output file (default: INPUT.<op>.<ext> beside the input)",
+        )
+        parser.add_argument(
+            "--overwrite", action="store_true", help="replace an existing output file"
+        )
+        parser.add_argument("--quality", type=int, help="JPEG/WebP quality 1-100 (default 95 / 90)")
+    parser.add_argument(
+        "--json", action="store_true", help="print the result's metadata as JSON on stdout"
+    )
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    parser.add_argument(
+        "--max-pixels", type=int, default=100_000_000, help="refuse larger images (default 100 MP)"
+    )
+
+
+def _mask_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--mask", "-m", required=True, help="mask image: white (255) = area to change"
+    )
+    parser.add_argument(
+        "--mask-from",
+        choices=["auto", "luminance", "alpha"],
+        default="auto",
+        help="how to read the mask: brightness (white = edit), alpha (transparent = edit), "
+        "or auto: alpha when the mask has transparency (default)",
+    )
+    parser.add_argument("--invert-mask", action="store_true", help="edit the black part instead")
+    parser.add_argument(
+        "--resize-mask", action="store_true", help="stretch a mask of another size to the image"
+    )
+    parser.add_argument(
+        "--grow-mask",
+        type=_positive_int,
+        default=0,
+        metavar="PX",
+        help="grow the mask by PX pixels first",
+    )
+    parser.add_argument(
+        "--crop-margin",
+        type=_positive_int,
+        default=128,
+        metavar="PX",
+        help="context around the mask given to the provider (default 128)",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="retouch",
+        description="AI image editing: erase objects, extend, resize and make masks.",
+        epilog=EXIT_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"retouch {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    erase = sub.add_parser(
+        "erase",
+        help="remove what a mask covers and fill it from the surroundings",
+        description="Remove the masked area (white = remove) and fill it from the rest of the "
+        "photo. Pixels outside the mask are kept exactly.",
+        epilog="example: retouch erase photo.jpg --mask mask.png -o clean.jpg",
+    )
+    erase.add_argument("image", help="image file (PNG, JPEG, WebP, TIFF...)")
+    _mask_args(erase)
+    erase.add_argument(
+        "--method",
+        choices=["patchmatch", "telea", "ns"],
+        help="classic fill: patchmatch (texture, default), telea or ns (fast, smooth)",
+    )
+    erase.add_argument("--patch-size", type=int, help="PatchMatch patch radius (default 5)")
+    erase.add_argument(
+        "--feather",
+        type=_positive_int,
+        default=0,
+        metavar="PX",
+        help="soften the mask edge inwards by PX",
+    )
+    erase.add_argument("--seed", type=int, help="seed for reproducible results")
+    erase.add_argument(
+        "--provider", help="provider name (default: best available; see `retouch providers`)"
+    )
+    _common(erase)
+
+    outpaint = sub.add_parser(
+        "outpaint",
+        help="extend the canvas and fill the new area",
+        description="Add pixels on any side and fill them from the image. Give pixels per side, "
+        "or a target --width/--height or --aspect (the canvas grows evenly).",
+        epilog="example: retouch outpaint photo.jpg --left 128 --right 128 -o wide.jpg",
+    )
+    outpaint.add_argument("image")
+    for side in ("left", "right", "top", "bottom"):
+        outpaint.add_argument(
+            f"--{side}",
+            type=_positive_int,
+            default=0,
+            metavar="PX",
+            help=f"pixels to add on the {side}",
+        )
+    outpaint.add_argument("--width", type=int, help="target canvas width")
+    outpaint.add_argument("--height", type=int, help="target canvas height")
+    outpaint.add_argument("--aspect", type=_aspect, help="target aspect ratio, e.g. 16:9 or 1.5")
+    outpaint.add_argument(
+        "--feather",
+        type=_positive_int,
+        default=16,
+        metavar="PX",
+        help="seam blend width (default 16)",
+    )
+    outpaint.add_argument(
+        "--prompt", help="what to paint in the new area (providers that use prompts)"
+    )
+    outpaint.add_argument("--seed", type=int)
+    outpaint.add_argument("--provider")
+    _common(outpaint)
+
+    resize = sub.add_parser(
+        "resize",
+        help="Lanczos resize and convert/compress",
+        description="Shrink so the long side is at most --max-size, or resize to --width/--height "
+        "(one keeps the aspect ratio). The output format follows the -o extension.",
+        epilog="example: retouch resize big.png --max-size 1600 -o web.webp --quality 85",
+    )
+    resize.add_argument("image")
+    resize.add_argument(
+        "--max-size", type=int, metavar="PX", help="longest side in pixels (never enlarges)"
+    )
+    resize.add_argument("--width", type=int)
+    resize.add_argument("--height", type=int)
+    _common(resize)
+
+    upscale = sub.add_parser(
+        "upscale",
+        help="enlarge an image",
+        description="Enlarge by --scale or to --width/--height.",
+    )
+    upscale.add_argument("image")
+    upscale.add_argument("--scale", type=float, default=4.0, help="factor (default 4)")
+    upscale.add_argument("--width", type=int)
+    upscale.add_argument("--height", type=int)
+    upscale.add_argument("--model", help="model name (provider-specific)")
+    upscale.add_argument("--provider")
+    _common(upscale)
+
+    _mask_parser(sub)
+
+    providers = sub.add_parser(
+        "providers", help="list providers, their operations and whether each is ready"
+    )
+    providers.add_argument("--json", action="store_true")
+    return parser
+
+
+def _mask_parser(sub: Any) -> None:
+    mask = sub.add_parser(
+        "mask",
+        help="make and edit masks (white = edit)",
+        description="Make a mask the size of an image, or change a mask. Masks are grey PNGs: "
+        "255 = edit, 0 = keep.",
+    )
+    kinds = mask.add_subparsers(dest="mask_command", metavar="KIND", required=True)
+
+    def shape(name: str, help_text: str) -> argparse.ArgumentParser:
+        p: argparse.ArgumentParser = kinds.add_parser(name, help=help_text, description=help_text)
+        p.add_argument("image", nargs="?", help="image whose size the mask takes")
+        p.add_argument("--size", type=_size, help="mask size WIDTHxHEIGHT instead of an image")
+        _common(p)
+        return p
+
+    shape("rect", "a filled rectangle").add_argument(
+        "--box", type=_box, required=True, help="LEFT,TOP,RIGHT,BOTTOM"
+    )
+    shape("ellipse", "a filled ellipse inside a box").add_argument(
+        "--box", type=_box, required=True, help="LEFT,TOP,RIGHT,BOTTOM"
+    )
+    shape("polygon", "a filled polygon").add_argument(
+        "--points", type=_points, required=True, help="'X,Y X,Y X,Y ...'"
+    )
+
+    def change(name: str, help_text: str, amount: str | None = None) -> None:
+        p = kinds.add_parser(name, help=help_text, description=help_text)
+        p.add_argument("mask", help="mask file")
+        if amount:
+            p.add_argument("--px", type=_positive_int, required=True, metavar="PX", help=amount)
+        _common(p)
+
+    change("grow", "grow (dilate) a mask", "pixels to grow")
+    change("shrink", "shrink (erode) a mask", "pixels to shrink")
+    change("feather", "soften a mask's edge with a Gaussian", "feather radius")
+    change("invert", "swap edit and keep")
+    threshold = kinds.add_parser("threshold", help="make a grey mask pure black/white")
+    threshold.add_argument("mask")
+    threshold.add_argument(
+        "--level", type=int, default=127, help="grey level above which a pixel is selected"
+    )
+    _common(threshold)
+    from_alpha = kinds.add_parser(
+        "from-alpha",
+        help="mask from transparency (transparent = edit), as OpenAI/ComfyUI masks are",
+        description="Make a retouch mask from an image's alpha: transparent pixels become white (edit).",
+    )
+    from_alpha.add_argument("image")
+    _common(from_alpha)
+
+
+# --- running ------------------------------------------------------------------------------
+
+
+def _progress(quiet: bool) -> tuple[Callable[[Progress], None], Callable[[], None]]:
+    if quiet or not sys.stderr.isatty():
+        return (lambda _: None), (lambda: None)
+    from tqdm import tqdm
+
+    bars: dict[str, Any] = {}
+
+    def report(p: Progress) -> None:
+        bar = bars.get(p.stage)
+        if bar is None:
+            bar = bars[p.stage] = tqdm(total=p.total, desc=p.stage, unit="step", leave=False)
+        bar.n = p.step
+        bar.refresh()
+
+    def close() -> None:
+        for bar in bars.values():
+            bar.close()
+
+    return report, close
+
+
+def _default_output(image: str, operation: str) -> Path:
+    path = Path(image)
+    if image.startswith(("http://", "https://", "data:")) or not path.suffix:
+        raise UsageError(f"give an output file with -o for {operation}")
+    return path.with_name(f"{path.stem}.{operation}{path.suffix}")
+
+
+def _prepare_output(args: argparse.Namespace, operation: str) -> Path:
+    from retouch import imageio
+
+    target = Path(args.output) if args.output else _default_output(args.image, operation)
+    return imageio.check_output(target, overwrite=args.overwrite)
+
+
+def _emit(args: argparse.Namespace, result: ImageResult, written: list[Path]) -> None:
+    if args.json:
+        data = result.metadata()
+        data["outputs"] = [str(p) for p in written]
+        print(json.dumps(data, indent=2, default=str))
+    else:
+        for warning in result.warnings:
+            print(f"retouch: warning: {warning}", file=sys.stderr)
+        if not args.quiet:
+            seconds = result.timings.get("total", 0.0)
+            print(
+                f"wrote {', '.join(map(str, written))} ({result.provider}, {seconds:.2f}s)",
+                file=sys.stderr,
+            )
+
+
+def _run_operation(
+    args: argparse.Namespace,
+    operation: str,
+    call: Callable[[Callable[[Progress], None]], ImageResult],
+) -> int:
+    from retouch import imageio
+
+    target = _prepare_output(args, operation)
+    report, close = _progress(args.quiet)
+    try:
+        result = call(report)
+    finally:
+        close()
+    for extra in imageio.output_paths(target, len(result.images))[1:]:
+        imageio.check_output(extra, overwrite=args.overwrite)
+    written = result.save(target, overwrite=args.overwrite, quality=args.quality)
+    _emit(args, result, written)
+    return 0
+
+
+def _toolkit(args: argparse.Namespace) -> Toolkit:
+    from retouch.api import Toolkit
+
+    return Toolkit(max_pixels=args.max_pixels)
+
+
+def cmd_erase(args: argparse.Namespace) -> int:
+    options: dict[str, Any] = {}
+    if args.method:
+        options["method"] = args.method
+    if args.patch_size is not None:
+        options["patch_size"] = args.patch_size
+    toolkit = _toolkit(args)
+    return _run_operation(
+        args,
+        "erase",
+        lambda progress: toolkit.erase(
+            args.image,
+            args.mask,
+            provider=args.provider,
+            seed=args.seed,
+            options=options or None,
+            mask_from=args.mask_from,
+            invert_mask=args.invert_mask,
+            resize_mask=args.resize_mask,
+            grow_mask=args.grow_mask,
+            feather=args.feather,
+            crop_margin=args.crop_margin,
+            progress=progress,
+        ),
+    )
+
+
+def cmd_outpaint(args: argparse.Namespace) -> int:
+    toolkit = _toolkit(args)
+    return _run_operation(
+        args,
+        "outpaint",
+        lambda progress: toolkit.outpaint(
+            args.image,
+            left=args.left,
+            right=args.right,
+            top=args.top,
+            bottom=args.bottom,
+            width=args.width,
+            height=args.height,
+            aspect=args.aspect,
+            prompt=args.prompt,
+            provider=args.provider,
+            seed=args.seed,
+            feather=args.feather,
+            progress=progress,
+        ),
+    )
+
+
+def cmd_resize(args: argparse.Namespace) -> int:
+    toolkit = _toolkit(args)
+    return _run_operation(
+        args,
+        "resize",
+        lambda progress: toolkit.resize(
+            args.image,
+            max_size=args.max_size,
+            width=args.width,
+            height=args.height,
+            progress=progress,
+        ),
+    )
+
+
+def cmd_upscale(args: argparse.Namespace) -> int:
+    toolkit = _toolkit(args)
+    return _run_operation(
+        args,
+        "upscale",
+        lambda progress: toolkit.upscale(
+            args.image,
+            scale=args.scale,
+            width=args.width,
+            height=args.height,
+            model=args.model,
+            provider=args.provider,
+            progress=progress,
+        ),
+    )
+
+
+def cmd_mask(args: argparse.Namespace) -> int:
+    from retouch import imageio
+    from retouch import masks as mask_ops
+
+    kind = args.mask_command
+    source = getattr(args, "image", None) or getattr(args, "mask", None)
+    if args.output:
+        target = imageio.check_output(args.output, overwrite=args.overwrite)
+    elif source:
+        target = imageio.check_output(
+            _default_output(source, f"mask-{kind}").with_suffix(".png"), overwrite=args.overwrite
+        )
+    else:
+        raise UsageError("give an output file with -o")
+
+    def size() -> tuple[int, int]:
+        if args.size:
+            return tuple(args.size)  # type: ignore[return-value]
+        if not args.image:
+            raise UsageError(f"mask {kind} needs an IMAGE (for its size) or --size WIDTHxHEIGHT")
+        return imageio.load_image(args.image, max_pixels=args.max_pixels).size
+
+    def existing() -> Mask:
+        picture = imageio.load_image(args.mask, max_pixels=args.max_pixels)
+        return mask_ops.mask_from_picture(picture, mask_from="luminance")
+
+    makers: dict[str, Callable[[], Mask]] = {
+        "rect": lambda: mask_ops.rectangle(size(), args.box),
+        "ellipse": lambda: mask_ops.ellipse(size(), args.box),
+        "polygon": lambda: mask_ops.polygon(size(), args.points),
+        "grow": lambda: mask_ops.grow(existing(), args.px),
+        "shrink": lambda: mask_ops.shrink(existing(), args.px),
+        "feather": lambda: mask_ops.feather(existing(), args.px),
+        "invert": lambda: mask_ops.invert(existing()),
+        "threshold": lambda: mask_ops.threshold(existing(), args.level),
+        "from-alpha": lambda: mask_ops.mask_from_picture(
+            imageio.load_image(args.image, max_pixels=args.max_pixels), mask_from="alpha"
+        ),
+    }
+    mask = makers[kind]()
+    written = imageio.save_image(
+        mask, target, overwrite=args.overwrite, parameters={"operation": f"mask {kind}"}
+    )
+    if args.json:
+        box = mask_ops.bounding_box(mask)
+        print(
+            json.dumps(
+                {
+                    "output": str(written),
+                    "width": mask.shape[1],
+                    "height": mask.shape[0],
+                    "selected": int((mask > 0).sum()),
+                    "box": box,
+                }
+            )
+        )
+    elif not args.quiet:
+        print(f"wrote {written}", file=sys.stderr)
+    return 0
+
+
+def cmd_providers(args: argparse.Namespace) -> int:
+    from retouch.api import Toolkit
+
+    reports = Toolkit().providers()
+    if args.json:
+        print(json.dumps([r.__dict__ for r in reports], indent=2))
+        return 0
+    for r in reports:
+        state = "ready" if r.ready else "not ready"
+        print(f"{r.name:<14} {r.kind:<7} {state:<10} {', '.join(r.operations)}")
+        if r.detail:
+            print(f"{'':<14} {r.detail}")
+    return 0
+
+
+COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "erase": cmd_erase,
+    "outpaint": cmd_outpaint,
+    "resize": cmd_resize,
+    "upscale": cmd_upscale,
+    "mask": cmd_mask,
+    "providers": cmd_providers,
+}
+
+
+def _fail(message: str, code: int) -> NoReturn:
+    print(f"retouch: error: {message}", file=sys.stderr)
+    raise SystemExit(code)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    try:
+        return COMMANDS[args.command](args)
+    except UsageError as exc:
+        _fail(str(exc), 2)
+    except KeyboardInterrupt:
+        _fail("interrupted; no output was written", 130)
+    except Exception as exc:
+        from retouch.errors import RetouchError
+
+        if isinstance(exc, RetouchError):
+            _fail(str(exc), exit_code_for(exc))
+        raise

@@ -1,0 +1,190 @@
+"""Classic algorithms, no weights: PatchMatch / Telea / Navier-Stokes fill, Lanczos resize.
+
+- erase: PatchMatch (pypatchmatch) copies real texture from the rest of the image; Telea and
+  Navier-Stokes (OpenCV) diffuse the border inwards: fast, smooth, blurry on texture.
+- outpaint: the canvas is extended and the new area filled by PatchMatch across a soft seam.
+- upscale / resize: Lanczos (OpenCV), any factor, 8 or 16 bit, alpha kept.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import random
+import threading
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+
+from retouch import compose
+from retouch.errors import DependencyMissing, InvalidRequest, UnsupportedOperation
+from retouch.types import (
+    EraseRequest,
+    ImageResult,
+    OperationSpec,
+    OutpaintRequest,
+    Pixels,
+    Progress,
+    ProgressCallback,
+    ProviderInfo,
+    ProviderStatus,
+    Request,
+    ResizeRequest,
+    ResultImage,
+    UpscaleRequest,
+    parse_options,
+)
+
+NAME = "classic"
+Method = Literal["patchmatch", "telea", "ns"]
+METHODS: tuple[Method, ...] = ("patchmatch", "telea", "ns")
+
+
+@dataclass(frozen=True)
+class EraseOptions:
+    method: Method = "patchmatch"
+    patch_size: int = 5
+    """PatchMatch patch radius: patches span (2p+1)^2 pixels. Larger follows larger structure, slower."""
+    radius: int = 5
+    """Telea / Navier-Stokes neighbourhood radius in pixels."""
+
+    def __post_init__(self) -> None:
+        if self.method not in METHODS:
+            raise ValueError(f"method must be one of {', '.join(METHODS)}, not {self.method!r}")
+        if not 1 <= self.patch_size <= 32:
+            raise ValueError(f"patch_size must be 1..32, got {self.patch_size}")
+        if not 1 <= self.radius <= 64:
+            raise ValueError(f"radius must be 1..64, got {self.radius}")
+
+
+@dataclass(frozen=True)
+class OutpaintOptions:
+    patch_size: int = 5
+    feather: int = 16
+    """Width in pixels of the band inside the original that blends into the fill."""
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.patch_size <= 32:
+            raise ValueError(f"patch_size must be 1..32, got {self.patch_size}")
+        if self.feather < 0:
+            raise ValueError(f"feather must be >= 0, got {self.feather}")
+
+
+@dataclass(frozen=True)
+class NoOptions:
+    pass
+
+
+# PatchMatch keeps its random seed in process-wide native state.
+_patchmatch_lock = threading.Lock()
+
+
+def _patchmatch_fill(rgb: Pixels, hole: Pixels, *, patch_size: int, seed: int) -> Pixels:
+    try:
+        import patchmatch
+    except ImportError as exc:
+        raise DependencyMissing("pypatchmatch", purpose="PatchMatch fill") from exc
+    if not patchmatch.patchmatch_available:
+        raise DependencyMissing(
+            "pypatchmatch", purpose="PatchMatch fill (its native library did not load)"
+        )
+    with _patchmatch_lock:
+        patchmatch.set_random_seed(seed)
+        out: Pixels = patchmatch.inpaint(np.ascontiguousarray(rgb), hole, patch_size=patch_size)
+    return out
+
+
+def _draw_seed(seed: int | None) -> int:
+    return seed if seed is not None else random.SystemRandom().randrange(2**32)
+
+
+class ClassicProvider:
+    info = ProviderInfo(
+        name=NAME,
+        kind="local",
+        description="PatchMatch / Telea / Navier-Stokes fill and Lanczos resizing; no weights",
+        operations={
+            "erase": OperationSpec(honours=frozenset({"seed"}), options=EraseOptions),
+            "outpaint": OperationSpec(honours=frozenset({"seed"}), options=OutpaintOptions),
+            "upscale": OperationSpec(accepts_alpha=True, accepts_16bit=True, options=NoOptions),
+            "resize": OperationSpec(accepts_alpha=True, accepts_16bit=True, options=NoOptions),
+        },
+        priority=0,
+    )
+
+    def status(self) -> ProviderStatus:
+        for module, package in (("patchmatch", "pypatchmatch"), ("cv2", "opencv-python-headless")):
+            if importlib.util.find_spec(module) is None:
+                error = DependencyMissing(package)
+                return ProviderStatus(ready=False, detail=str(error), error=error)
+        return ProviderStatus(ready=True, detail="PatchMatch, Telea, Navier-Stokes, Lanczos")
+
+    def run(self, request: Request, progress: ProgressCallback) -> ImageResult:
+        if isinstance(request, EraseRequest):
+            return self._erase(request, progress)
+        if isinstance(request, OutpaintRequest):
+            return self._outpaint(request, progress)
+        if isinstance(request, (UpscaleRequest, ResizeRequest)):
+            return self._resize(request, progress)
+        raise UnsupportedOperation(f"{NAME} does not do {request.operation}")
+
+    def _erase(self, request: EraseRequest, progress: ProgressCallback) -> ImageResult:
+        options = parse_options(EraseOptions, request.options, provider=NAME)
+        rgb = request.image.rgb8()
+        hole = np.where(request.mask > 0, 255, 0).astype(np.uint8)
+        progress(Progress("erase", 0, 1))
+        seed: int | None = None
+        if options.method == "patchmatch":
+            seed = _draw_seed(request.seed)
+            filled = _patchmatch_fill(rgb, hole, patch_size=options.patch_size, seed=seed)
+        else:
+            import cv2
+
+            flag = cv2.INPAINT_TELEA if options.method == "telea" else cv2.INPAINT_NS
+            filled = cv2.inpaint(rgb, hole, options.radius, flag)
+            seed = request.seed
+        progress(Progress("erase", 1, 1))
+        return ImageResult(
+            images=[ResultImage(pixels=filled, seed=seed)], provider=NAME, model=options.method
+        )
+
+    def _outpaint(self, request: OutpaintRequest, progress: ProgressCallback) -> ImageResult:
+        options = parse_options(OutpaintOptions, request.options, provider=NAME)
+        canvas, fill, _ = compose.outpaint_canvas(
+            request.image.rgb8(),
+            left=request.left,
+            right=request.right,
+            top=request.top,
+            bottom=request.bottom,
+            feather=options.feather,
+        )
+        progress(Progress("outpaint", 0, 1))
+        seed = _draw_seed(request.seed)
+        filled = _patchmatch_fill(canvas, fill, patch_size=options.patch_size, seed=seed)
+        progress(Progress("outpaint", 1, 1))
+        return ImageResult(
+            images=[ResultImage(pixels=filled, seed=seed)], provider=NAME, model="patchmatch"
+        )
+
+    def _resize(
+        self, request: UpscaleRequest | ResizeRequest, progress: ProgressCallback
+    ) -> ImageResult:
+        parse_options(NoOptions, request.options, provider=NAME)
+        size = (
+            compose.scaled_size(
+                request.image.size, scale=request.scale, width=request.width, height=request.height
+            )
+            if isinstance(request, UpscaleRequest)
+            else compose.fitted_size(
+                request.image.size,
+                max_size=request.max_size,
+                width=request.width,
+                height=request.height,
+            )
+        )
+        if isinstance(request, UpscaleRequest) and request.model not in (None, "lanczos"):
+            raise InvalidRequest(f"{NAME} upscales with 'lanczos' only, not {request.model!r}")
+        progress(Progress(request.operation, 0, 1))
+        out = compose.resize_pixels(request.image.pixels, size)
+        progress(Progress(request.operation, 1, 1))
+        return ImageResult(images=[ResultImage(pixels=out)], provider=NAME, model="lanczos")
