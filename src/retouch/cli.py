@@ -493,7 +493,8 @@ def cmd_mask(args: argparse.Namespace) -> int:
 
     def size() -> tuple[int, int]:
         if args.size:
-            return tuple(args.size)  # type: ignore[return-value]
+            width, height = args.size
+            return width, height
         if not args.image:
             raise UsageError(f"mask {kind} needs an IMAGE (for its size) or --size WIDTHxHEIGHT")
         return imageio.load_image(args.image, max_pixels=args.max_pixels).size

@@ -41,7 +41,8 @@ def resize_pixels(pixels: Pixels, size: tuple[int, int], *, smooth: bool = False
     out = cv2.resize(pixels, (width, height), interpolation=method)
     if pixels.ndim == 3 and out.ndim == 2:
         out = out[:, :, None]
-    return out  # type: ignore[no-any-return]
+    resized: Pixels = out
+    return resized
 
 
 MAX_SCALE = 16.0
@@ -225,9 +226,10 @@ def pad_to_multiple(pixels: Pixels, multiple: int) -> tuple[Pixels, tuple[int, i
     pad_h, pad_w = (-height) % multiple, (-width) % multiple
     if not pad_h and not pad_w:
         return pixels, (height, width)
-    mode = "reflect" if height > pad_h and width > pad_w else "edge"
     widths = [(0, pad_h), (0, pad_w)] + [(0, 0)] * (pixels.ndim - 2)
-    return np.pad(pixels, widths, mode=mode), (height, width)
+    if height > pad_h and width > pad_w:
+        return np.pad(pixels, widths, mode="reflect"), (height, width)
+    return np.pad(pixels, widths, mode="edge"), (height, width)
 
 
 def outpaint_canvas(

@@ -36,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 6
     out.mkdir(parents=True, exist_ok=True)
-    photo = data.astronaut()
+    photo = data.astronaut()  # type: ignore[no-untyped-call]
     imageio.save_image(photo, out / "astronaut.png", overwrite=True)
     mask_path = out / "astronaut-mask.png"
     mask_path.write_bytes(sample_mask_path().read_bytes())

@@ -28,7 +28,7 @@ import urllib.request
 import warnings
 import zlib
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, BinaryIO, Union
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 import numpy as np
 from PIL import Image, ImageCms, UnidentifiedImageError
@@ -39,9 +39,17 @@ from retouch.types import Picture, Pixels, ResultImage, to_uint8
 if TYPE_CHECKING:
     from retouch.types import ImageResult
 
-ImageSource = Union[
-    str, os.PathLike[str], bytes, bytearray, memoryview, BinaryIO, Image.Image, Pixels, Picture
-]  # noqa: E501, UP007
+ImageSource = (
+    str
+    | os.PathLike[str]
+    | bytes
+    | bytearray
+    | memoryview
+    | BinaryIO
+    | Image.Image
+    | Pixels
+    | Picture
+)
 
 DEFAULT_MAX_PIXELS = 100_000_000
 """Refuse larger images unless the caller raises the limit (decompression bombs)."""
@@ -112,7 +120,7 @@ def read_source_bytes(
         data = source.read()
         if not isinstance(data, (bytes, bytearray)):
             raise InvalidRequest("file objects must be opened in binary mode ('rb')")
-        return bytes(data), name or getattr(source, "name", "<file>")
+        return bytes(data), name or str(getattr(source, "name", "<file>"))
     raise InvalidRequest(f"cannot read an image from {type(source).__name__}")
 
 
@@ -150,7 +158,7 @@ def fetch_url(url: str, *, max_bytes: int = URL_MAX_BYTES, timeout: float = URL_
     """GET an image over http(s) with a size cap and a timeout."""
     request = urllib.request.Request(url, headers={"User-Agent": "retouch"})
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310 - scheme checked
+        with urllib.request.urlopen(request, timeout=timeout) as response:
             declared = response.headers.get("Content-Length")
             if declared and declared.isdigit() and int(declared) > max_bytes:
                 raise InvalidImage(
@@ -245,7 +253,7 @@ def _is_16bit(im: Image.Image, data: bytes) -> bool:
         bits = getattr(im, "tag_v2", {}).get(258)
         if isinstance(bits, int):
             return bits == 16
-        return bool(bits) and all(b == 16 for b in bits)
+        return isinstance(bits, tuple) and bool(bits) and all(b == 16 for b in bits)
     return im.mode.startswith("I;16")
 
 

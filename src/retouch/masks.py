@@ -134,7 +134,10 @@ def check_selects(mask: Mask, *, name: str = "mask", allow_full: bool = False) -
 def _kernel(radius: int) -> np.ndarray:
     import cv2
 
-    return cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))  # type: ignore[no-any-return]
+    kernel: np.ndarray = cv2.getStructuringElement(
+        cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1)
+    )
+    return kernel
 
 
 def _check_radius(px: int, what: str) -> None:
@@ -149,7 +152,7 @@ def grow(mask: Mask, px: int) -> Mask:
         return mask.copy()
     import cv2
 
-    return cv2.dilate(mask, _kernel(px))  # type: ignore[no-any-return]
+    return cv2.dilate(mask, _kernel(px)).astype(np.uint8, copy=False)
 
 
 def shrink(mask: Mask, px: int) -> Mask:
@@ -159,7 +162,9 @@ def shrink(mask: Mask, px: int) -> Mask:
         return mask.copy()
     import cv2
 
-    return cv2.erode(mask, _kernel(px), borderType=cv2.BORDER_REPLICATE)  # type: ignore[no-any-return]
+    return cv2.erode(mask, _kernel(px), borderType=cv2.BORDER_REPLICATE).astype(
+        np.uint8, copy=False
+    )
 
 
 def feather(mask: Mask, px: float) -> Mask:
@@ -171,9 +176,10 @@ def feather(mask: Mask, px: float) -> Mask:
     import cv2
 
     sigma = px / 2.0
-    return cv2.GaussianBlur(
+    blurred = cv2.GaussianBlur(
         mask, (0, 0), sigmaX=sigma, sigmaY=sigma, borderType=cv2.BORDER_REPLICATE
-    )  # type: ignore[no-any-return]
+    )
+    return blurred.astype(np.uint8, copy=False)
 
 
 def invert(mask: Mask) -> Mask:
@@ -182,12 +188,14 @@ def invert(mask: Mask) -> Mask:
 
 def union(*masks: Mask) -> Mask:
     _same_shapes(masks)
-    return np.maximum.reduce(masks).astype(np.uint8)
+    combined: Mask = np.stack(masks).max(axis=0).astype(np.uint8)
+    return combined
 
 
 def intersection(*masks: Mask) -> Mask:
     _same_shapes(masks)
-    return np.minimum.reduce(masks).astype(np.uint8)
+    combined: Mask = np.stack(masks).min(axis=0).astype(np.uint8)
+    return combined
 
 
 def _same_shapes(masks: Sequence[Mask]) -> None:
@@ -262,7 +270,8 @@ def ellipse(size: tuple[int, int], box: Box) -> Mask:
     _check_box(box)
     im, draw = _canvas(size)
     draw.ellipse((box[0], box[1], box[2] - 1, box[3] - 1), fill=255)
-    return np.asarray(im).copy()
+    drawn: Mask = np.array(im, dtype=np.uint8)
+    return drawn
 
 
 def polygon(size: tuple[int, int], points: Sequence[tuple[float, float]]) -> Mask:
@@ -271,4 +280,5 @@ def polygon(size: tuple[int, int], points: Sequence[tuple[float, float]]) -> Mas
         raise MaskError(f"a polygon needs at least 3 points, got {len(points)}")
     im, draw = _canvas(size)
     draw.polygon([(float(x), float(y)) for x, y in points], fill=255, outline=255)
-    return np.asarray(im).copy()
+    drawn: Mask = np.array(im, dtype=np.uint8)
+    return drawn
