@@ -200,15 +200,19 @@ def decode_image(
                 f"{name} is not an image retouch can read (PNG, JPEG, WebP, TIFF, BMP, GIF...)"
             ) from exc
         except Image.DecompressionBombError as exc:
-            raise InvalidImage(f"{name}: too many pixels to open safely ({exc})") from exc
+            limit = (Image.MAX_IMAGE_PIXELS or 0) * 2 / 1e6
+            raise InvalidImage(
+                f"{name} has too many pixels to open safely (over {limit:.0f} MP, a possible "
+                "decompression bomb); shrink it with another tool first"
+            ) from exc
         _check_pixels(im.width, im.height, max_pixels, name)
         icc = im.info.get("icc_profile") or None
-        exif = im.getexif()
-        orientation = int(exif.get(_ORIENTATION, 1) or 1)
-        if _ORIENTATION in exif:
-            del exif[_ORIENTATION]
-        exif_bytes = exif.tobytes() if len(exif) else None
         try:
+            exif = im.getexif()  # for PNG this decodes the file: inside the try
+            orientation = int(exif.get(_ORIENTATION, 1) or 1)
+            if _ORIENTATION in exif:
+                del exif[_ORIENTATION]
+            exif_bytes = exif.tobytes() if len(exif) else None
             if _is_16bit(im, data):
                 pixels, mode = _decode_16bit(data, name, im.mode)
                 picture = Picture(
