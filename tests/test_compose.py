@@ -44,7 +44,9 @@ def test_paste_back_keeps_16bit_and_alpha() -> None:
 
 def test_paste_back_refuses_mismatched_sizes() -> None:
     with pytest.raises(InvalidRequest, match="equal sizes"):
-        compose.paste_back(np.zeros((4, 4, 3), np.uint8), np.zeros((5, 4, 3), np.uint8), np.zeros((4, 4), np.uint8))
+        compose.paste_back(
+            np.zeros((4, 4, 3), np.uint8), np.zeros((5, 4, 3), np.uint8), np.zeros((4, 4), np.uint8)
+        )
 
 
 def test_match_colour_cures_a_colour_shift(small_photo: np.ndarray) -> None:
@@ -68,7 +70,9 @@ def test_crop_plan_stitches_back_exactly(astronaut: np.ndarray) -> None:
     assert (out[mask > 0] == 0).all()
 
 
-def test_scaled_crop_plan_fits_the_working_size_and_keeps_thin_strokes(astronaut: np.ndarray) -> None:
+def test_scaled_crop_plan_fits_the_working_size_and_keeps_thin_strokes(
+    astronaut: np.ndarray,
+) -> None:
     mask = np.zeros(astronaut.shape[:2], np.uint8)
     mask[100:400, 250] = 255  # a one-pixel line
     plan = compose.plan_crop((512, 512), mask, margin=16, working_size=128)
@@ -88,7 +92,9 @@ def test_pad_to_multiple() -> None:
 
 
 def test_outpaint_canvas_masks(small_photo: np.ndarray) -> None:
-    canvas, fill, blend = compose.outpaint_canvas(small_photo, left=10, right=0, top=5, bottom=0, feather=4)
+    canvas, fill, blend = compose.outpaint_canvas(
+        small_photo, left=10, right=0, top=5, bottom=0, feather=4
+    )
     assert canvas.shape == (69, 106, 3)
     assert np.array_equal(canvas[5:, 10:], small_photo)
     assert (blend[:5] == 255).all() and (blend[:, :10] == 255).all()

@@ -34,7 +34,9 @@ def _png_bytes(array: np.ndarray, **kwargs: object) -> bytes:
 # --- sources --------------------------------------------------------------------------------
 
 
-def test_every_source_kind_decodes_to_the_same_pixels(tmp_path: Path, small_photo: np.ndarray) -> None:
+def test_every_source_kind_decodes_to_the_same_pixels(
+    tmp_path: Path, small_photo: np.ndarray
+) -> None:
     raw = _png_bytes(small_photo)
     path = tmp_path / "p.png"
     path.write_bytes(raw)
@@ -86,7 +88,9 @@ def http_server() -> Iterator[str]:
         server.server_close()
 
 
-def test_url_source_with_size_cap_and_http_errors(http_server: str, small_photo: np.ndarray) -> None:
+def test_url_source_with_size_cap_and_http_errors(
+    http_server: str, small_photo: np.ndarray
+) -> None:
     raw = _png_bytes(small_photo)
     _Handler.payloads = {"/photo.png": raw}
     picture = imageio.load_image(f"{http_server}/photo.png")
@@ -124,7 +128,9 @@ def test_exif_orientation_applied_like_pillow_and_cleared(tmp_path: Path, orient
         np.testing.assert_array_equal(np.asarray(written.convert("RGB")), expected)
 
 
-def test_exif_rotated_jpeg_is_erased_upright_and_saved_upright(tmp_path: Path, astronaut: np.ndarray) -> None:
+def test_exif_rotated_jpeg_is_erased_upright_and_saved_upright(
+    tmp_path: Path, astronaut: np.ndarray
+) -> None:
     upright = astronaut[:, :384]  # 384 wide, 512 tall
     stored = np.rot90(upright, k=1)  # what a camera held sideways writes
     exif = Image.Exif()
@@ -145,7 +151,9 @@ def test_exif_rotated_jpeg_is_erased_upright_and_saved_upright(tmp_path: Path, a
 
 
 def test_rgba_png_alpha_kept_through_erase(tmp_path: Path, small_photo: np.ndarray) -> None:
-    alpha = np.tile(np.linspace(0, 255, small_photo.shape[1]).astype(np.uint8), (small_photo.shape[0], 1))
+    alpha = np.tile(
+        np.linspace(0, 255, small_photo.shape[1]).astype(np.uint8), (small_photo.shape[0], 1)
+    )
     rgba = np.dstack([small_photo, alpha])
     path = tmp_path / "rgba.png"
     Image.fromarray(rgba, "RGBA").save(path)
@@ -162,9 +170,13 @@ def test_rgba_png_alpha_kept_through_erase(tmp_path: Path, small_photo: np.ndarr
     assert np.abs(got[:, :, :3].astype(int) - small_photo.astype(int))[mask > 0].mean() > 1
 
 
-def test_16bit_png_stays_16bit_with_exact_pixels_outside_the_mask(tmp_path: Path, small_photo: np.ndarray) -> None:
+def test_16bit_png_stays_16bit_with_exact_pixels_outside_the_mask(
+    tmp_path: Path, small_photo: np.ndarray
+) -> None:
     rng = np.random.default_rng(0)
-    deep = small_photo.astype(np.uint16) * 257 + rng.integers(0, 200, small_photo.shape).astype(np.uint16)
+    deep = small_photo.astype(np.uint16) * 257 + rng.integers(0, 200, small_photo.shape).astype(
+        np.uint16
+    )
     path = tmp_path / "deep.png"
     assert cv2.imwrite(str(path), cv2.cvtColor(deep, cv2.COLOR_RGB2BGR))
     picture = imageio.load_image(path)
@@ -217,7 +229,9 @@ def test_icc_profile_kept_on_16bit_png(tmp_path: Path) -> None:
     np.testing.assert_array_equal(imageio.load_image(out).pixels, deep)
 
 
-def test_cmyk_jpeg_round_trips_as_cmyk_with_its_profile(tmp_path: Path, small_photo: np.ndarray) -> None:
+def test_cmyk_jpeg_round_trips_as_cmyk_with_its_profile(
+    tmp_path: Path, small_photo: np.ndarray
+) -> None:
     cmyk = Image.fromarray(small_photo).convert("CMYK")
     # No CMYK profile ships on this machine; the profile bytes must come back byte-identical
     # even when lcms cannot use them (then Pillow's conversion is used).
@@ -281,7 +295,9 @@ def test_bad_files_fail_with_a_clear_message(tmp_path: Path, make, message: str)
     assert "\n" not in str(info.value)
 
 
-def test_writing_refuses_to_overwrite_and_leaves_no_partial_file(tmp_path: Path, small_photo: np.ndarray) -> None:
+def test_writing_refuses_to_overwrite_and_leaves_no_partial_file(
+    tmp_path: Path, small_photo: np.ndarray
+) -> None:
     out = tmp_path / "out.png"
     out.write_bytes(b"precious")
     with pytest.raises(OutputExists):
@@ -292,13 +308,17 @@ def test_writing_refuses_to_overwrite_and_leaves_no_partial_file(tmp_path: Path,
     assert [p.name for p in tmp_path.iterdir()] == ["out.png"]
 
 
-def test_jpeg_output_of_transparent_image_is_refused(tmp_path: Path, small_photo: np.ndarray) -> None:
+def test_jpeg_output_of_transparent_image_is_refused(
+    tmp_path: Path, small_photo: np.ndarray
+) -> None:
     rgba = np.dstack([small_photo, np.full(small_photo.shape[:2], 100, np.uint8)])
     with pytest.raises(InvalidRequest, match="JPEG cannot store transparency"):
         imageio.save_image(rgba, tmp_path / "x.jpg")
     assert not (tmp_path / "x.jpg").exists()
 
 
-def test_unknown_output_extension_names_the_known_ones(tmp_path: Path, small_photo: np.ndarray) -> None:
+def test_unknown_output_extension_names_the_known_ones(
+    tmp_path: Path, small_photo: np.ndarray
+) -> None:
     with pytest.raises(InvalidRequest, match=r"\.png"):
         imageio.save_image(small_photo, tmp_path / "x.gifv")

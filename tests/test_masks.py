@@ -31,7 +31,9 @@ def test_transparent_mask_read_as_alpha_with_a_warning() -> None:
     assert len(warnings) == 1 and "transparent = edit" in warnings[0]
     # Asked for explicitly: no warning; luminance ignores alpha.
     warnings.clear()
-    assert np.array_equal(masks.load_mask(rgba, size=SIZE, mask_from="alpha", warnings=warnings), mask)
+    assert np.array_equal(
+        masks.load_mask(rgba, size=SIZE, mask_from="alpha", warnings=warnings), mask
+    )
     assert not warnings
     assert masks.load_mask(rgba, size=SIZE, mask_from="luminance").max() == 0
 
@@ -50,7 +52,11 @@ def test_size_mismatch_names_both_sizes_and_the_option() -> None:
     wrong = np.zeros((30, 40), np.uint8)
     with pytest.raises(MaskError) as info:
         masks.load_mask(wrong, size=SIZE)
-    assert "40 x 30" in str(info.value) and "64 x 48" in str(info.value) and "resize" in str(info.value)
+    assert (
+        "40 x 30" in str(info.value)
+        and "64 x 48" in str(info.value)
+        and "resize" in str(info.value)
+    )
     resized = masks.load_mask(box_mask((30, 40), (0, 0, 20, 30)), size=SIZE, resize=True)
     assert resized.shape == (48, 64)
     assert abs(int((resized > 127).sum()) - 32 * 48) < 48 * 2

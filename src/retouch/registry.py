@@ -85,7 +85,12 @@ class Registry:
         if isinstance(target, Provider) and not isinstance(target, type):
             return target
         if callable(target):
-            made = target()
+            try:
+                made = target()
+            except Exception as exc:
+                raise ConfigurationError(
+                    f"provider {name!r} ({self._origins[name]}) failed to start: {exc}"
+                ) from exc
             if isinstance(made, Provider):
                 return made
         raise ConfigurationError(
