@@ -10,7 +10,6 @@ from retouch import masks
 from retouch.api import Toolkit
 from retouch.errors import MaskError, UnsupportedOperation
 from retouch.types import (
-    EraseRequest,
     ImageResult,
     OperationSpec,
     ProviderInfo,

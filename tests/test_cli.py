@@ -154,7 +154,7 @@ def test_bad_input_one_line_error_and_no_output(
         "-o",
         str(out),
     ]
-    code, stdout, err = run(argv, capsys)
+    code, _, err = run(argv, capsys)
     assert code == 2, err
     lines = err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("retouch: error:") and expected in lines[0]

@@ -51,7 +51,7 @@ def test_paste_back_refuses_mismatched_sizes() -> None:
 
 def test_match_colour_cures_a_colour_shift(small_photo: np.ndarray) -> None:
     mask = box_mask(small_photo.shape[:2], (30, 15, 60, 45))
-    shifted = np.clip(small_photo.astype(int) + (25, -15, 10), 0, 255).astype(np.uint8)
+    shifted = np.clip(small_photo.astype(int) + np.array([25, -15, 10]), 0, 255).astype(np.uint8)
     fixed = compose.match_colour(shifted, small_photo, mask)
     before = np.abs(shifted.astype(int) - small_photo.astype(int))[mask > 0].mean()
     after = np.abs(fixed.astype(int) - small_photo.astype(int))[mask > 0].mean()

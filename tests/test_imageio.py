@@ -10,6 +10,7 @@ import zlib
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import ClassVar
 
 import cv2
 import numpy as np
@@ -58,7 +59,7 @@ def test_every_source_kind_decodes_to_the_same_pixels(
 
 
 class _Handler(BaseHTTPRequestHandler):
-    payloads: dict[str, bytes] = {}
+    payloads: ClassVar[dict[str, bytes]] = {}
 
     def do_GET(self) -> None:
         body = self.payloads.get(self.path)
