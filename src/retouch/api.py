@@ -149,6 +149,28 @@ class Toolkit:
             warnings=warnings,
         )
 
+    def _load_masked(
+        self,
+        image: ImageSource,
+        mask: ImageSource,
+        mask_from: MaskFrom,
+        invert: bool,
+        resize: bool,
+        grow: int,
+        warnings: list[str],
+        *,
+        allow_full: bool,
+    ) -> tuple[Picture, Mask]:
+        """Image and mask in retouch's convention, the mask checked to select something."""
+        picture = self.load(image)
+        mask_array = self.load_mask(
+            mask, picture, mask_from=mask_from, invert=invert, resize=resize, warnings=warnings
+        )
+        if grow:
+            mask_array = mask_ops.grow(mask_array, grow)
+        mask_ops.check_selects(mask_array, name=_mask_name(mask), allow_full=allow_full)
+        return picture, mask_array
+
     # --- operations -----------------------------------------------------------------------
 
     def erase(
@@ -174,18 +196,9 @@ class Toolkit:
         """
         started = time.perf_counter()
         warnings: list[str] = []
-        picture = self.load(image)
-        mask_array = self.load_mask(
-            mask,
-            picture,
-            mask_from=mask_from,
-            invert=invert_mask,
-            resize=resize_mask,
-            warnings=warnings,
+        picture, mask_array = self._load_masked(
+            image, mask, mask_from, invert_mask, resize_mask, grow_mask, warnings, allow_full=False
         )
-        if grow_mask:
-            mask_array = mask_ops.grow(mask_array, grow_mask)
-        mask_ops.check_selects(mask_array, name=_mask_name(mask))
         request = EraseRequest(image=picture, mask=mask_array, seed=seed, options=options)
         return self._run_masked(
             request,
@@ -222,18 +235,9 @@ class Toolkit:
         """Repaint what ``mask`` covers following ``prompt``; pixels outside stay unchanged."""
         started = time.perf_counter()
         warnings: list[str] = []
-        picture = self.load(image)
-        mask_array = self.load_mask(
-            mask,
-            picture,
-            mask_from=mask_from,
-            invert=invert_mask,
-            resize=resize_mask,
-            warnings=warnings,
+        picture, mask_array = self._load_masked(
+            image, mask, mask_from, invert_mask, resize_mask, grow_mask, warnings, allow_full=True
         )
-        if grow_mask:
-            mask_array = mask_ops.grow(mask_array, grow_mask)
-        mask_ops.check_selects(mask_array, name=_mask_name(mask), allow_full=True)
         request = InpaintRequest(
             image=picture,
             mask=mask_array,
