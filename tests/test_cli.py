@@ -281,3 +281,68 @@ def test_help_explains_and_version_is_instant_without_heavy_imports() -> None:
         check=True,
     )
     assert "--mask" in helped.stdout and "example:" in helped.stdout
+
+
+def test_upscale_file_and_folder_skipping_done_files(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    rng = np.random.default_rng(0)
+    for name in ("a.png", "b.jpg"):
+        _write(photos / name, rng.integers(0, 255, (24, 32, 3), dtype=np.uint8))
+    (photos / "notes.txt").write_text("not an image")
+    single = tmp_path / "big.png"
+    code, stdout, err = run(
+        [
+            "upscale",
+            str(photos / "a.png"),
+            "--scale",
+            "2",
+            "--max-memory",
+            "512M",
+            "--threads",
+            "1",
+            "-o",
+            str(single),
+            "--json",
+        ],
+        capsys,
+    )
+    assert code == 0, err
+    assert json.loads(stdout)["model"] == "animevideov3-x2"
+    assert Image.open(single).size == (64, 48)
+
+    out_dir = tmp_path / "out"
+    code, stdout, err = run(
+        ["upscale", str(photos), "--scale", "2", "-o", str(out_dir), "--json"], capsys
+    )
+    summary = json.loads(stdout)
+    assert code == 0, err
+    assert (summary["done"], summary["skipped"], summary["failed"]) == (2, 0, 0)
+    assert sorted(p.name for p in out_dir.iterdir()) == ["a.png", "b.jpg"]
+    assert Image.open(out_dir / "b.jpg").size == (64, 48)
+    code, stdout, _ = run(
+        ["upscale", str(photos), "--scale", "2", "-o", str(out_dir), "--json"], capsys
+    )
+    assert json.loads(stdout)["skipped"] == 2
+
+
+def test_upscale_bad_input_writes_nothing(
+    tmp_path: Path, astronaut_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "big.png"
+    for argv, expected in (
+        (["--scale", "0"], "scale"),
+        (["--scale", "17"], "scale"),
+        (["--model", "nope"], "available: animevideov3"),
+        (["--max-memory", "1M"], "max_memory"),
+    ):
+        code, _, err = run(["upscale", str(astronaut_file), *argv, "-o", str(out)], capsys)
+        assert code == 2, err
+        assert expected in err and len(err.strip().splitlines()) == 1
+        assert not out.exists()
+    code, _, err = run(
+        ["upscale", str(astronaut_file), "--max-memory", "lots", "-o", str(out)], capsys
+    )
+    assert code == 2 and "2G" in err

@@ -163,11 +163,13 @@ def choose_tile(
 ) -> int:
     """The largest square tile whose engine memory plus stripe buffers fit ``budget`` - ``fixed``."""
     tile = min(largest, max(height, width))
-    while tile >= smallest:
+    while True:
         need = fixed + bytes_per_pixel * tile * tile + stripe_bytes(width, min(tile, height), scale)
         if need <= budget:
             return tile
-        tile = int(tile * 0.85)
+        if tile <= smallest:
+            break
+        tile = max(smallest, int(tile * 0.85))
     need_mb = (
         fixed + bytes_per_pixel * smallest * smallest + stripe_bytes(width, smallest, scale)
     ) / 2**20

@@ -129,7 +129,7 @@ class OnnxNetwork:
             out = self.run(probe)
         except Exception as exc:
             raise InvalidRequest(f"{path} did not run on a 32 x 32 RGB image: {exc}") from exc
-        scale = out.shape[0] // 32
+        scale = int(out.shape[0]) // 32
         if (
             out.ndim != 3
             or out.shape[2] != 3
