@@ -4,7 +4,8 @@
     result = retouch.erase("photo.jpg", "mask.png")
     result.save("photo-clean.jpg")
 
-The module-level helpers (erase, inpaint, outpaint, upscale, resize) are the methods of a
+The module-level helpers (erase, inpaint, outpaint, upscale, resize, remove_background,
+subject_mask) are the methods of a
 default ``Toolkit``, created on first use. Importing retouch loads no model runtime.
 """
 
@@ -24,6 +25,8 @@ if TYPE_CHECKING:
     outpaint = _default.outpaint
     upscale = _default.upscale
     resize = _default.resize
+    remove_background = _default.remove_background
+    subject_mask = _default.subject_mask
 
 __all__ = [
     "ImageResult",
@@ -33,11 +36,21 @@ __all__ = [
     "erase",
     "inpaint",
     "outpaint",
+    "remove_background",
     "resize",
+    "subject_mask",
     "upscale",
 ]
 
-_HELPERS = {"erase", "inpaint", "outpaint", "upscale", "resize"}
+_HELPERS = {
+    "erase",
+    "inpaint",
+    "outpaint",
+    "upscale",
+    "resize",
+    "remove_background",
+    "subject_mask",
+}
 _toolkit: Toolkit | None = None
 
 

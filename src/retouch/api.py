@@ -8,6 +8,7 @@ depth restored, metadata carried to the result, parameters recorded for replay.
 from __future__ import annotations
 
 import dataclasses
+import os
 import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
@@ -23,6 +24,7 @@ from retouch.types import (
     ImageResult,
     InpaintRequest,
     Mask,
+    MaskRequest,
     OperationSpec,
     OutpaintRequest,
     Picture,
@@ -30,12 +32,14 @@ from retouch.types import (
     ProgressCallback,
     Provider,
     ProviderStatus,
+    RemoveBackgroundRequest,
     Request,
     ResizeRequest,
     ResultImage,
     UpscaleRequest,
     no_progress,
     request_parameters,
+    to_uint8,
 )
 
 if TYPE_CHECKING:
@@ -43,6 +47,7 @@ if TYPE_CHECKING:
     from retouch.masks import MaskFrom
     from retouch.types import Operation, Options
 
+SUBJECT_MASKS = ("subject", "background")
 DEFAULT_CROP_MARGIN = 128
 """Context around the mask's box for masked work (IOPaint's crop margin)."""
 
@@ -140,6 +145,11 @@ class Toolkit:
         resize: bool = False,
         warnings: list[str] | None = None,
     ) -> Mask:
+        """A mask file/array in retouch's convention, or "subject" / "background" made
+        from ``picture`` by the best mask provider (a file of that name wins)."""
+        if isinstance(mask, str) and mask in SUBJECT_MASKS and not os.path.exists(mask):
+            made = self.subject_mask(picture, mask)
+            return mask_ops.invert(made) if invert else made
         return mask_ops.load_mask(
             mask,
             size=picture.size,
@@ -147,6 +157,97 @@ class Toolkit:
             invert=invert,
             resize=resize,
             warnings=warnings,
+        )
+
+    def subject_mask(
+        self,
+        image: ImageSource,
+        kind: str = "subject",
+        *,
+        provider: str | None = None,
+        options: Options = None,
+        progress: ProgressCallback = no_progress,
+    ) -> Mask:
+        """255 on the main subject ("subject") or everything else ("background")."""
+        if kind not in SUBJECT_MASKS:
+            raise InvalidRequest(
+                f"mask kind must be one of {', '.join(SUBJECT_MASKS)}, not {kind!r}"
+            )
+        picture = self.load(image)
+        chosen = self.provider_for("mask", provider)
+        spec = chosen.info.operations["mask"]
+        request = MaskRequest(image=_for_provider(picture, spec), kind=kind, options=options)
+        check_request(request, spec, chosen.info.name)
+        result = chosen.run(request, progress)
+        mask: Mask = np.ascontiguousarray(result.image.pixels[:, :, 0], dtype=np.uint8)
+        _check_size(result.image.pixels, picture.width, picture.height, chosen.info.name)
+        return mask
+
+    def remove_background(
+        self,
+        image: ImageSource,
+        *,
+        only_mask: bool = False,
+        bg_color: str | None = None,
+        bg_image: ImageSource | None = None,
+        bg_blur: float | None = None,
+        model: str | None = None,
+        provider: str | None = None,
+        options: Options = None,
+        progress: ProgressCallback = no_progress,
+    ) -> ImageResult:
+        """Cut out the subject (RGBA), or return its mask, or put it on a new background:
+        a colour, an image (scaled to cover), or the photo itself blurred by ``bg_blur``."""
+        started = time.perf_counter()
+        picture = self.load(image)
+        chosen_backgrounds = [b is not None for b in (bg_color, bg_image, bg_blur)]
+        if sum(chosen_backgrounds) > 1:
+            raise InvalidRequest("choose one of bg_color, bg_image and bg_blur")
+        if only_mask and any(chosen_backgrounds):
+            raise InvalidRequest(
+                "only_mask returns the mask; it cannot also replace the background"
+            )
+        colour = compose.parse_colour(bg_color) if bg_color is not None else None
+        backdrop = self.load(bg_image, name=None).rgb8() if bg_image is not None else None
+        if bg_blur is not None and not 0 < bg_blur <= 500:
+            raise InvalidRequest(
+                f"bg_blur must be a radius above 0 and at most 500 px, got {bg_blur}"
+            )
+        chosen = self.provider_for("remove-background", provider)
+        spec = chosen.info.operations["remove-background"]
+        request = RemoveBackgroundRequest(
+            image=picture, only_mask=only_mask, model=model, options=options
+        )
+        check_request(request, spec, chosen.info.name)
+        result = chosen.run(
+            dataclasses.replace(request, image=_for_provider(picture, spec)), progress
+        )
+        outputs: list[Pixels] = []
+        for out in result.images:
+            _check_size(out.pixels, picture.width, picture.height, chosen.info.name)
+            pixels = to_uint8(out.pixels)
+            if only_mask:
+                outputs.append(pixels)
+                continue
+            if pixels.shape[2] == 3:  # a provider that returned colours only: opaque
+                pixels = np.dstack([pixels, np.full(pixels.shape[:2], 255, np.uint8)])
+            if picture.alpha is not None:  # already transparent stays transparent
+                pixels[:, :, 3] = np.minimum(
+                    pixels[:, :, 3], to_uint8(picture.alpha[:, :, None])[:, :, 0]
+                )
+            if colour is not None:
+                plate = np.empty(
+                    (picture.height, picture.width, 4 if colour[3] < 255 else 3), np.uint8
+                )
+                plate[:] = colour[: plate.shape[2]]
+                pixels = compose.composite_over(pixels, plate)
+            elif backdrop is not None:
+                pixels = compose.composite_over(pixels, compose.cover(backdrop, picture.size))
+            elif bg_blur is not None:
+                pixels = compose.composite_over(pixels, compose.blurred(picture.rgb8(), bg_blur))
+            outputs.append(compose.match_depth(pixels, picture.pixels))
+        return self._finish(
+            result, picture, outputs, request, [], started, source_mode="L" if only_mask else None
         )
 
     def _load_masked(
@@ -442,14 +543,16 @@ class Toolkit:
         request: Request,
         warnings: list[str],
         started: float,
+        *,
+        source_mode: str | None = None,
     ) -> ImageResult:
         images = [
             ResultImage(
                 pixels=pixels,
                 seed=raw.seed,
-                icc_profile=picture.icc_profile,
+                icc_profile=picture.icc_profile if source_mode is None else None,
                 exif=picture.exif,
-                source_mode=picture.source_mode,
+                source_mode=source_mode or picture.source_mode,
             )
             for raw, pixels in zip(result.images, outputs, strict=True)
         ]
@@ -535,8 +638,6 @@ def _for_provider(picture: Picture, spec: OperationSpec) -> Picture:
     """What the provider may see: RGB if it cannot take alpha, 8-bit if it cannot take 16."""
     pixels = picture.pixels if spec.accepts_alpha else picture.rgb
     if not spec.accepts_16bit:
-        from retouch.types import to_uint8
-
         pixels = to_uint8(pixels)
     return picture.with_pixels(np.ascontiguousarray(pixels))
 

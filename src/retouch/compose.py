@@ -276,3 +276,68 @@ def outpaint_canvas(
     blend[top : top + height, left : left + width] = np.rint(ramp * 255).astype(np.uint8)
     fill = np.where(blend > 0, 255, 0).astype(np.uint8)
     return canvas, fill, blend
+
+
+# --- backgrounds ----------------------------------------------------------------------------
+
+
+def parse_colour(text: str) -> tuple[int, int, int, int]:
+    """A colour as "#rrggbb", "#rrggbbaa", a CSS name, or "r,g,b[,a]" -> RGBA."""
+    from PIL import ImageColor
+
+    value = text.strip()
+    try:
+        if "," in value:
+            parts = [int(p) for p in value.split(",")]
+            if len(parts) not in (3, 4) or not all(0 <= p <= 255 for p in parts):
+                raise ValueError
+            r, g, b, *rest = parts
+            return r, g, b, rest[0] if rest else 255
+        rgb = ImageColor.getrgb(value)
+    except ValueError:
+        raise InvalidRequest(
+            f"not a colour: {text!r}; use #rrggbb, a name like white, or r,g,b[,a]"
+        ) from None
+    return (rgb[0], rgb[1], rgb[2], rgb[3] if len(rgb) == 4 else 255)
+
+
+def cover(pixels: Pixels, size: tuple[int, int]) -> Pixels:
+    """Scale ``pixels`` to cover ``size`` (width, height) and crop the centre."""
+    width, height = size
+    src_h, src_w = pixels.shape[:2]
+    scale = max(width / src_w, height / src_h)
+    scaled = resize_pixels(
+        pixels, (max(width, round(src_w * scale)), max(height, round(src_h * scale)))
+    )
+    top = (scaled.shape[0] - height) // 2
+    left = (scaled.shape[1] - width) // 2
+    return np.ascontiguousarray(scaled[top : top + height, left : left + width])
+
+
+def blurred(pixels: Pixels, radius: float) -> Pixels:
+    """Gaussian blur with sigma = radius / 2 (a portrait-style background)."""
+    import cv2
+
+    sigma = radius / 2.0
+    out: Pixels = cv2.GaussianBlur(
+        pixels, (0, 0), sigmaX=sigma, sigmaY=sigma, borderType=cv2.BORDER_REFLECT
+    )
+    return out
+
+
+def composite_over(cutout: NDArray[np.uint8], background: NDArray[np.uint8]) -> NDArray[np.uint8]:
+    """An RGBA cut-out over an RGB or RGBA background of the same size (straight alpha)."""
+    alpha = cutout[:, :, 3:4].astype(np.float32) / 255.0
+    fg = cutout[:, :, :3].astype(np.float32)
+    bg = background[:, :, :3].astype(np.float32)
+    rgb = fg * alpha + bg * (1.0 - alpha)
+    if background.shape[2] == 3:
+        flat: NDArray[np.uint8] = np.clip(np.rint(rgb), 0, 255).astype(np.uint8)
+        return flat
+    bg_alpha = background[:, :, 3:4].astype(np.float32) / 255.0
+    out_alpha = alpha + bg_alpha * (1.0 - alpha)
+    # Un-premultiply against the combined alpha so the colours stay straight.
+    colour = (fg * alpha + bg * bg_alpha * (1.0 - alpha)) / np.maximum(out_alpha, 1e-6)
+    merged = np.concatenate([colour, out_alpha * 255.0], axis=2)
+    layered: NDArray[np.uint8] = np.clip(np.rint(merged), 0, 255).astype(np.uint8)
+    return layered

@@ -282,3 +282,31 @@ def polygon(size: tuple[int, int], points: Sequence[tuple[float, float]]) -> Mas
     draw.polygon([(float(x), float(y)) for x, y in points], fill=255, outline=255)
     drawn: Mask = np.array(im, dtype=np.uint8)
     return drawn
+
+
+def largest_object(mask: Mask, level: int = 127) -> Mask:
+    """Keep only the largest connected region (above ``level``), soft edges included."""
+    import cv2
+
+    binary = (mask > level).astype(np.uint8)
+    count, labels, stats, _ = cv2.connectedComponentsWithStats(binary, connectivity=8)
+    if count <= 2:
+        return mask.copy()
+    biggest = 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
+    # Grow the kept region a little so its soft rim (below ``level``) survives.
+    keep = grow((labels == biggest).astype(np.uint8) * 255, 3) > 0
+    return np.where(keep, mask, 0).astype(np.uint8)
+
+
+def fill_holes(mask: Mask, level: int = 127) -> Mask:
+    """Fill regions not selected but enclosed by selected ones (a hole in a cut-out)."""
+    import cv2
+
+    binary = (mask > level).astype(np.uint8) * 255
+    padded = np.pad(binary, 1)
+    flood = padded.copy()
+    cv2.floodFill(flood, None, (0, 0), 255)
+    holes = (flood[1:-1, 1:-1] == 0) & (binary == 0)
+    out = mask.copy()
+    out[holes] = 255
+    return out

@@ -22,6 +22,7 @@ ENTRY_POINT_GROUP = "retouch.providers"
 BUILTIN: Mapping[str, str] = {
     "classic": "retouch.providers.classic:ClassicProvider",
     "realesrgan": "retouch.providers.realesrgan:RealESRGANProvider",
+    "u2net": "retouch.providers.u2net:U2NetProvider",
 }
 
 ProviderSource = Union[str, Provider, Callable[[], Provider]]  # noqa: UP007 - runtime alias
