@@ -138,7 +138,10 @@ def _common(parser: argparse.ArgumentParser, *, output: bool = True) -> None:
 
 def _mask_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--mask", "-m", required=True, help="mask image: white (255) = area to change"
+        "--mask",
+        "-m",
+        required=True,
+        help="mask image (white = area to change), or 'subject' / 'background' to make one",
     )
     parser.add_argument(
         "--mask-from",
@@ -290,6 +293,59 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _common(upscale)
 
+    remove_bg = sub.add_parser(
+        "remove-bg",
+        aliases=["remove-background"],
+        help="cut out the subject, or put it on a new background",
+        description="Cut out the main subject (PNG with transparency), return its mask, or "
+        "replace the background with a colour, an image or a blur of the photo itself. Edge "
+        "colours are decontaminated (no halo of the old background); --matting refines hair "
+        "and soft edges with alpha matting (pip install 'retouch[matting]').",
+        epilog="examples:\n  retouch remove-bg product.jpg -o product.png\n"
+        "  retouch remove-bg portrait.jpg --bg-blur 25 -o portrait-blur.jpg\n"
+        "  retouch remove-bg shots/ -o cutouts/          # a folder, skipping done files",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    remove_bg.add_argument("image", help="image file or folder of images")
+    remove_bg.add_argument(
+        "--only-mask", action="store_true", help="write the mask (white = subject)"
+    )
+    background = remove_bg.add_mutually_exclusive_group()
+    background.add_argument(
+        "--bg-color", metavar="COLOR", help="new background: #rrggbb, a name, or r,g,b[,a]"
+    )
+    background.add_argument(
+        "--bg-image", metavar="FILE", help="new background image (scaled to cover)"
+    )
+    background.add_argument(
+        "--bg-blur",
+        type=float,
+        metavar="RADIUS",
+        help="blur the photo's own background (portrait style)",
+    )
+    remove_bg.add_argument("--matting", action="store_true", help="refine edges with alpha matting")
+    remove_bg.add_argument(
+        "--no-decontaminate", action="store_true", help="keep the original edge colours"
+    )
+    remove_bg.add_argument(
+        "--largest-object", action="store_true", help="keep only the largest object"
+    )
+    remove_bg.add_argument(
+        "--fill-holes", action="store_true", help="fill holes inside the subject"
+    )
+    remove_bg.add_argument(
+        "--threshold", type=int, metavar="LEVEL", help="hard edges: subject where the mask > LEVEL"
+    )
+    remove_bg.add_argument(
+        "--soften", type=_positive_int, default=0, metavar="PX", help="feather the edge by PX"
+    )
+    remove_bg.add_argument(
+        "--model", help="u2netp (shipped, default) or a path to a u2net/isnet/birefnet .onnx"
+    )
+    remove_bg.add_argument("--provider", help="provider name (default: best available)")
+    remove_bg.add_argument("--threads", type=int, help="engine threads (default: all cores)")
+    _common(remove_bg)
+
     _mask_parser(sub)
 
     providers = sub.add_parser(
@@ -331,6 +387,17 @@ def _mask_parser(sub: Any) -> None:
         if amount:
             p.add_argument("--px", type=_positive_int, required=True, metavar="PX", help=amount)
         _common(p)
+
+    for kind in ("subject", "background"):
+        made = kinds.add_parser(
+            kind,
+            help=f"mask of the photo's {kind} (white = {kind}), made by a segmentation model",
+            description=f"Make a mask that selects the {kind} of IMAGE. The same is available "
+            f"as --mask {kind} wherever a mask is accepted.",
+        )
+        made.add_argument("image")
+        made.add_argument("--provider", help="provider name (default: best available)")
+        _common(made)
 
     change("grow", "grow (dilate) a mask", "pixels to grow")
     change("shrink", "shrink (erode) a mask", "pixels to shrink")
@@ -375,17 +442,18 @@ def _progress(quiet: bool) -> tuple[Callable[[Progress], None], Callable[[], Non
     return report, close
 
 
-def _default_output(image: str, operation: str) -> Path:
+def _default_output(image: str, operation: str, suffix: str | None = None) -> Path:
+    """``photo.<operation>.<ext>`` beside the input; ``suffix`` overrides the extension."""
     path = Path(image)
     if image.startswith(("http://", "https://", "data:")) or not path.suffix:
         raise UsageError(f"give an output file with -o for {operation}")
-    return path.with_name(f"{path.stem}.{operation}{path.suffix}")
+    return path.with_name(f"{path.stem}.{operation}{suffix or path.suffix}")
 
 
-def _prepare_output(args: argparse.Namespace, operation: str) -> Path:
+def _prepare_output(args: argparse.Namespace, operation: str, suffix: str | None = None) -> Path:
     from retouch import imageio
 
-    target = Path(args.output) if args.output else _default_output(args.image, operation)
+    target = Path(args.output) if args.output else _default_output(args.image, operation, suffix)
     return imageio.check_output(target, overwrite=args.overwrite)
 
 
@@ -409,10 +477,11 @@ def _run_operation(
     args: argparse.Namespace,
     operation: str,
     call: Callable[[Callable[[Progress], None]], ImageResult],
+    suffix: str | None = None,
 ) -> int:
     from retouch import imageio
 
-    target = _prepare_output(args, operation)
+    target = _prepare_output(args, operation, suffix)
     report, close = _progress(args.quiet)
     try:
         result = call(report)
@@ -527,6 +596,7 @@ def _run_folder(
     args: argparse.Namespace,
     operation: str,
     call: Callable[[str, Callable[[Progress], None]], ImageResult],
+    suffix: str | None = None,
 ) -> int:
     """Run ``call`` on every image in a folder into an output folder, skipping done files.
 
@@ -547,7 +617,11 @@ def _run_folder(
     if not files:
         raise UsageError(f"{source} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
     target_dir.mkdir(parents=True, exist_ok=True)
-    todo = [p for p in files if args.overwrite or not (target_dir / p.name).exists()]
+
+    def output_for(path: Path) -> Path:
+        return target_dir / (path.stem + suffix if suffix else path.name)
+
+    todo = [p for p in files if args.overwrite or not output_for(p).exists()]
     skipped, failures, first_code = len(files) - len(todo), 0, 0
     bar = None
     if not args.quiet and sys.stderr.isatty():
@@ -556,7 +630,7 @@ def _run_folder(
         bar = tqdm(total=len(todo), desc=operation, unit="image")
     report: list[dict[str, Any]] = []
     for path in todo:
-        out = target_dir / path.name
+        out = output_for(path)
         try:
             result = call(str(path), lambda _: None)
             written = result.save(out, overwrite=args.overwrite, quality=args.quality)
@@ -591,6 +665,52 @@ def _run_folder(
             file=sys.stderr,
         )
     return first_code
+
+
+def cmd_remove_bg(args: argparse.Namespace) -> int:
+    options: dict[str, Any] = {}
+    if args.matting:
+        options["matting"] = True
+    if args.no_decontaminate:
+        options["decontaminate"] = False
+    for flag in ("largest_object", "fill_holes"):
+        if getattr(args, flag):
+            options[flag] = True
+    for flag in ("threshold", "threads"):
+        if getattr(args, flag) is not None:
+            options[flag] = getattr(args, flag)
+    if args.soften:
+        options["soften"] = args.soften
+    toolkit = _toolkit(args)
+    see_through = args.only_mask or (
+        args.bg_image is None and args.bg_blur is None and not _opaque_colour(args.bg_color)
+    )
+    suffix = ".png" if see_through else None  # a cut-out needs a format with alpha
+
+    def call(image: str, progress: Callable[[Progress], None]) -> ImageResult:
+        return toolkit.remove_background(
+            image,
+            only_mask=args.only_mask,
+            bg_color=args.bg_color,
+            bg_image=args.bg_image,
+            bg_blur=args.bg_blur,
+            model=args.model,
+            provider=args.provider,
+            options=options or None,
+            progress=progress,
+        )
+
+    if Path(args.image).is_dir():
+        return _run_folder(args, "remove-bg", call, suffix)
+    return _run_operation(args, "remove-bg", lambda progress: call(args.image, progress), suffix)
+
+
+def _opaque_colour(text: str | None) -> bool:
+    if text is None:
+        return False
+    from retouch.compose import parse_colour
+
+    return parse_colour(text)[3] == 255
 
 
 def cmd_mask(args: argparse.Namespace) -> int:
@@ -629,6 +749,12 @@ def cmd_mask(args: argparse.Namespace) -> int:
         "feather": lambda: mask_ops.feather(existing(), args.px),
         "invert": lambda: mask_ops.invert(existing()),
         "threshold": lambda: mask_ops.threshold(existing(), args.level),
+        "subject": lambda: _toolkit(args).subject_mask(
+            args.image, "subject", provider=args.provider
+        ),
+        "background": lambda: _toolkit(args).subject_mask(
+            args.image, "background", provider=args.provider
+        ),
         "from-alpha": lambda: mask_ops.mask_from_picture(
             imageio.load_image(args.image, max_pixels=args.max_pixels), mask_from="alpha"
         ),
@@ -675,6 +801,8 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "outpaint": cmd_outpaint,
     "resize": cmd_resize,
     "upscale": cmd_upscale,
+    "remove-bg": cmd_remove_bg,
+    "remove-background": cmd_remove_bg,
     "mask": cmd_mask,
     "providers": cmd_providers,
 }
