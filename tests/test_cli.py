@@ -346,3 +346,80 @@ def test_upscale_bad_input_writes_nothing(
         ["upscale", str(astronaut_file), "--max-memory", "lots", "-o", str(out)], capsys
     )
     assert code == 2 and "2G" in err
+
+
+def test_remove_bg_file_folder_and_modes(
+    tmp_path: Path, astronaut_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, _, err = run(["remove-bg", str(astronaut_file), "-q"], capsys)
+    assert code == 0, err
+    cutout = Image.open(astronaut_file.with_name("astronaut.remove-bg.png"))
+    assert cutout.mode == "RGBA" and np.asarray(cutout)[0, 100, 3] == 0
+
+    jpg = tmp_path / "a.jpg"
+    Image.open(astronaut_file).convert("RGB").save(jpg)
+    code, _, err = run(["remove-background", str(jpg), "--bg-color", "white", "-q"], capsys)
+    assert code == 0, err
+    assert Image.open(tmp_path / "a.remove-bg.jpg").size == (512, 512)  # opaque: keeps .jpg
+    code, _, err = run(["remove-bg", str(jpg), "-q"], capsys)
+    assert code == 0 and (tmp_path / "a.remove-bg.png").exists()  # a cut-out needs alpha: .png
+
+    shots = tmp_path / "shots"
+    shots.mkdir()
+    for name in ("one.jpg", "two.png"):
+        Image.open(astronaut_file).resize((128, 128)).convert("RGB").save(shots / name)
+    out_dir = tmp_path / "cutouts"
+    code, stdout, err = run(["remove-bg", str(shots), "-o", str(out_dir), "--json"], capsys)
+    assert code == 0, err
+    assert json.loads(stdout)["done"] == 2
+    assert sorted(p.name for p in out_dir.iterdir()) == ["one.png", "two.png"]
+    code, stdout, _ = run(["remove-bg", str(shots), "-o", str(out_dir), "--json"], capsys)
+    assert json.loads(stdout)["skipped"] == 2
+
+
+def test_subject_masks_from_the_cli(
+    tmp_path: Path, astronaut_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    subject = tmp_path / "subject.png"
+    code, stdout, err = run(
+        ["mask", "subject", str(astronaut_file), "-o", str(subject), "--json"], capsys
+    )
+    assert code == 0, err
+    selected = json.loads(stdout)["selected"]
+    assert 0.3 * 512 * 512 < selected < 0.8 * 512 * 512
+    out = tmp_path / "no-background.png"
+    code, _, err = run(
+        [
+            "erase",
+            str(astronaut_file),
+            "--mask",
+            "background",
+            "--method",
+            "telea",
+            "-o",
+            str(out),
+            "-q",
+        ],
+        capsys,
+    )
+    assert code == 0, err
+    person = np.asarray(Image.open(subject)) == 255
+    assert np.array_equal(
+        np.asarray(Image.open(out))[person], np.asarray(Image.open(astronaut_file))[person]
+    )
+
+
+def test_remove_bg_bad_input_writes_nothing(
+    tmp_path: Path, astronaut_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "cut.png"
+    for argv, expected in (
+        (["--bg-color", "blurple"], "not a colour"),
+        (["--bg-image", str(tmp_path / "missing.jpg")], "no such file"),
+        (["--model", str(tmp_path / "nope.onnx")], "no such model file"),
+        (["--only-mask", "--bg-blur", "4"], "only_mask"),
+    ):
+        code, _, err = run(["remove-bg", str(astronaut_file), *argv, "-o", str(out)], capsys)
+        assert code == 2, err
+        assert expected in err
+        assert not out.exists()

@@ -126,3 +126,14 @@ def test_mask_file_with_alpha_from_disk(tmp_path) -> None:  # type: ignore[no-un
     Image.fromarray(rgba, "RGBA").save(path)
     mask = masks.load_mask(path, size=SIZE, mask_from="alpha")
     assert int((mask > 0).sum()) == 100
+
+
+def test_largest_object_and_fill_holes() -> None:
+    mask = np.zeros((60, 60), np.uint8)
+    mask[5:45, 5:45] = 255
+    mask[15:25, 15:25] = 0  # a hole
+    mask[50:55, 50:55] = 255  # a speck
+    biggest = masks.largest_object(mask)
+    assert biggest[50:55, 50:55].max() == 0 and biggest[5:45, 5:15].min() == 255
+    filled = masks.fill_holes(mask)
+    assert filled[15:25, 15:25].min() == 255 and filled[0, 0] == 0
