@@ -123,6 +123,7 @@ def shipped_model_path() -> Path | None:
 class Segmenter:
     session: Any
     input_name: str
+    output_name: str
     spec: SegmentationSpec
     name: str
     lock: threading.Lock
@@ -141,12 +142,10 @@ class Segmenter:
             self.spec.std, np.float32
         )
         batch = np.ascontiguousarray(normalised.transpose(2, 0, 1)[None], dtype=np.float32)
-        with self.lock:
-            outputs = self.session.run(None, {self.input_name: batch})
-        first = np.asarray(
-            outputs[0], np.float32
-        )  # (1, 1, H, W) for this family; (1, H, W) for some
-        prediction = first.reshape(-1, *first.shape[-2:])[0]
+        with self.lock:  # only the fused map: the side outputs are not copied out
+            (first,) = self.session.run([self.output_name], {self.input_name: batch})
+        # (1, 1, H, W) for this family; (1, H, W) for some exports
+        prediction = np.asarray(first, np.float32).reshape(-1, *first.shape[-2:])[0]
         if self.spec.sigmoid:
             prediction = 1.0 / (1.0 + np.exp(-prediction))
         low, high = float(prediction.min()), float(prediction.max())
@@ -251,7 +250,10 @@ class U2NetProvider:
                 inputs = session.get_inputs()
                 if len(inputs) != 1:
                     raise InvalidRequest(f"{path} must take one image input, takes {len(inputs)}")
-                self._cache[key] = Segmenter(session, inputs[0].name, spec, name, threading.Lock())
+                output = session.get_outputs()[0].name
+                self._cache[key] = Segmenter(
+                    session, inputs[0].name, output, spec, name, threading.Lock()
+                )
             return self._cache[key]
 
     def _resolve(self, name: str, options: SegmentOptions) -> tuple[Path, SegmentationSpec]:
