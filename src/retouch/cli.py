@@ -36,13 +36,15 @@ EXIT_CODES: list[tuple[str, int]] = [
     ("ServerError", 11),
     ("ProviderError", 11),
     ("ConfigurationError", 12),
+    ("ChecksumMismatch", 14),
+    ("DownloadError", 13),
     ("Cancelled", 130),
 ]
 EXIT_HELP = """exit codes:
   0 done; 1 unexpected failure; 2 bad input or usage; 3 output exists (use --overwrite);
   4 unsupported by the provider; 5 model not downloaded; 6 optional package missing;
   7 authentication; 8 rate limited; 9 content policy; 10 timeout; 11 provider/server error;
-  12 configuration; 130 cancelled"""
+  12 configuration; 13 download failed; 14 checksum mismatch; 130 cancelled"""
 
 
 def exit_code_for(exc: BaseException) -> int:
@@ -347,12 +349,46 @@ def build_parser() -> argparse.ArgumentParser:
     _common(remove_bg)
 
     _mask_parser(sub)
+    _models_parser(sub)
 
     providers = sub.add_parser(
         "providers", help="list providers, their operations and whether each is ready"
     )
     providers.add_argument("--json", action="store_true")
     return parser
+
+
+def _models_parser(sub: Any) -> None:
+    models = sub.add_parser(
+        "models",
+        help="list, pull, add and remove model weights",
+        description="Weights that no package ships are downloaded once with `retouch models pull "
+        "NAME` (resumable, checksum-verified) into $RETOUCH_HOME (default: your user data "
+        "folder), or registered from a local file with `retouch models add`. Nothing is ever "
+        "downloaded at first use. RETOUCH_OFFLINE=1 forbids downloads; RETOUCH_CATALOG=FILE "
+        "adds catalog entries.",
+    )
+    actions = models.add_subparsers(dest="models_command", metavar="ACTION", required=True)
+    listing = actions.add_parser("list", help="known models and whether each is here")
+    listing.add_argument("--task", help="only models for this operation (erase, upscale, ...)")
+    listing.add_argument("--json", action="store_true")
+    pull = actions.add_parser("pull", help="download a model from the catalog")
+    pull.add_argument("name")
+    pull.add_argument(
+        "--trust", action="store_true", help="download even without a published checksum"
+    )
+    pull.add_argument("-q", "--quiet", action="store_true")
+    add = actions.add_parser("add", help="register a local file under a name")
+    add.add_argument("name")
+    add.add_argument("path", type=Path)
+    add.add_argument("--task", required=True, help="the operation it serves: erase, upscale, ...")
+    add.add_argument("--format", help="onnx, ncnn, safetensors, diffusers (default: from the file)")
+    path = actions.add_parser("path", help="print where a model's file is")
+    path.add_argument("name")
+    remove = actions.add_parser("rm", help="delete a pulled model or forget an added one")
+    remove.add_argument("name")
+    verify = actions.add_parser("verify", help="check present models against their checksums")
+    verify.add_argument("name", nargs="?")
 
 
 def _mask_parser(sub: Any) -> None:
@@ -796,6 +832,43 @@ def cmd_providers(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_models(args: argparse.Namespace) -> int:
+    from retouch.models.store import ModelStore
+
+    store = ModelStore()
+    action = args.models_command
+    if action == "list":
+        records = store.records(args.task)
+        if args.json:
+            print(json.dumps([r.__dict__ for r in records], indent=2))
+            return 0
+        for r in records:
+            size = f"{r.size / 2**20:.0f} MB" if r.size else ""
+            print(f"{r.name:<28} {r.task:<18} {r.format:<12} {r.state:<11} {size}")
+        return 0
+    if action == "pull":
+        report, close = _progress(args.quiet)
+        try:
+            target = store.pull(args.name, trust=args.trust, progress=report)
+        finally:
+            close()
+        print(target)
+        return 0
+    if action == "add":
+        print(store.add(args.name, args.path, task=args.task, format=args.format))
+        return 0
+    if action == "path":
+        print(store.path(args.name))
+        return 0
+    if action == "rm":
+        print(store.remove(args.name), file=sys.stderr)
+        return 0
+    results = store.verify(args.name)
+    for name, ok, message in results:
+        print(f"{name:<28} {'ok' if ok else 'FAILED':<7} {message}")
+    return 0 if all(ok for _, ok, _ in results) else 14
+
+
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "erase": cmd_erase,
     "outpaint": cmd_outpaint,
@@ -805,6 +878,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "remove-background": cmd_remove_bg,
     "mask": cmd_mask,
     "providers": cmd_providers,
+    "models": cmd_models,
 }
 
 

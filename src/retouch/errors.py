@@ -8,6 +8,8 @@ RetouchError
  |    +-- OutputExists         refusing to overwrite a file without overwrite=True
  +-- UnsupportedOperation      the provider does not do this operation or parameter
  +-- ModelNotAvailable         weights missing: `retouch models pull NAME`
+ +-- DownloadError             a pull failed: offline, HTTP error, server unreachable
+ |    +-- ChecksumMismatch     the file is not the one the catalog names (it was deleted)
  +-- DependencyMissing         an optional extra is not installed: `pip install retouch[X]`
  +-- ProviderError             a backend failed while running
  |    +-- AuthenticationError
@@ -114,3 +116,11 @@ class Cancelled(RetouchError):
 
 class ConfigurationError(RetouchError):
     """retouch is set up wrongly: a provider registered twice, a plugin that fails to load."""
+
+
+class DownloadError(RetouchError):
+    """Fetching weights failed; nothing half-written is left where it could be used."""
+
+
+class ChecksumMismatch(DownloadError):
+    """The downloaded file's checksum differs from the catalog's; the file was removed."""

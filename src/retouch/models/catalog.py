@@ -1,0 +1,103 @@
+"""The catalog of known weights: a JSON file in the package, plus an optional user catalog
+named by ``RETOUCH_CATALOG`` (same format) whose entries add to or replace the built-in ones."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from retouch.errors import ConfigurationError, InvalidRequest
+
+CATALOG_ENV = "RETOUCH_CATALOG"
+
+
+@dataclass(frozen=True)
+class ExtraFile:
+    file: str
+    urls: tuple[str, ...]
+    checksum: str | None
+
+
+@dataclass(frozen=True)
+class CatalogEntry:
+    name: str
+    task: str
+    format: str
+    file: str | None
+    urls: tuple[str, ...] = ()
+    checksum: str | None = None
+    """``sha256:<hex>`` or ``md5:<hex>``, as published; None when nothing was published."""
+    size: int | None = None
+    license: str | None = None
+    shipped: dict[str, str] | None = None
+    io: dict[str, Any] = field(default_factory=dict)
+    repo: str | None = None
+    note: str | None = None
+    extra_files: tuple[ExtraFile, ...] = ()
+
+    @property
+    def downloadable(self) -> bool:
+        return bool(self.urls) and self.file is not None
+
+
+def _entry(raw: dict[str, Any], source: str) -> CatalogEntry:
+    try:
+        checksum = raw.get("checksum")
+        if checksum is not None and checksum.split(":", 1)[0] not in ("sha256", "md5"):
+            raise ValueError(f"checksum must start with sha256: or md5:, got {checksum!r}")
+        return CatalogEntry(
+            name=raw["name"],
+            task=raw["task"],
+            format=raw["format"],
+            file=raw.get("file"),
+            urls=tuple(raw.get("urls") or ()),
+            checksum=checksum,
+            size=raw.get("size"),
+            license=raw.get("license"),
+            shipped=raw.get("shipped"),
+            io=dict(raw.get("io") or {}),
+            repo=raw.get("repo"),
+            note=raw.get("note"),
+            extra_files=tuple(
+                ExtraFile(e["file"], tuple(e.get("urls") or ()), e.get("checksum"))
+                for e in raw.get("extra_files") or ()
+            ),
+        )
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise ConfigurationError(f"bad catalog entry in {source}: {exc} ({raw!r:.200})") from exc
+
+
+def _read(text: str, source: str) -> list[CatalogEntry]:
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ConfigurationError(f"{source} is not valid JSON: {exc}") from exc
+    models = data.get("models") if isinstance(data, dict) else None
+    if not isinstance(models, list):
+        raise ConfigurationError(f'{source} must hold {{"models": [...]}}')
+    return [_entry(raw, source) for raw in models]
+
+
+def load_catalog(extra: Path | None = None) -> dict[str, CatalogEntry]:
+    """Built-in entries, then those of ``extra`` (or $RETOUCH_CATALOG), by name."""
+    builtin = resources.files("retouch.models").joinpath("catalog.json").read_text("utf-8")
+    entries = {e.name: e for e in _read(builtin, "the built-in catalog")}
+    user = extra or (Path(os.environ[CATALOG_ENV]) if os.environ.get(CATALOG_ENV) else None)
+    if user is not None:
+        if not user.is_file():
+            raise ConfigurationError(f"{CATALOG_ENV}={user}: no such file")
+        entries.update({e.name: e for e in _read(user.read_text("utf-8"), str(user))})
+    return entries
+
+
+def lookup(catalog: dict[str, CatalogEntry], name: str) -> CatalogEntry:
+    try:
+        return catalog[name]
+    except KeyError:
+        raise InvalidRequest(
+            f"no model named {name!r} in the catalog; see `retouch models list`"
+        ) from None

