@@ -23,6 +23,7 @@ BUILTIN: Mapping[str, str] = {
     "classic": "retouch.providers.classic:ClassicProvider",
     "realesrgan": "retouch.providers.realesrgan:RealESRGANProvider",
     "u2net": "retouch.providers.u2net:U2NetProvider",
+    "lama": "retouch.providers.lama:LamaProvider",
 }
 
 ProviderSource = Union[str, Provider, Callable[[], Provider]]  # noqa: UP007 - runtime alias
