@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -8,6 +10,24 @@ from PIL import Image
 from skimage import data
 
 from retouch.demo import sample_mask_path
+from retouch.models.store import default_home
+
+REAL_HOME = default_home()
+"""The developer's own model store, for the tests that use real pulled weights."""
+
+
+@pytest.fixture(autouse=True, scope="session")
+def empty_model_store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """Tests see an empty store, so pulled weights on this machine cannot change which
+    provider they get; tests of real weights point RETOUCH_HOME back at REAL_HOME."""
+    home = tmp_path_factory.mktemp("retouch-home")
+    previous = os.environ.get("RETOUCH_HOME")
+    os.environ["RETOUCH_HOME"] = str(home)
+    yield home
+    if previous is None:
+        os.environ.pop("RETOUCH_HOME", None)
+    else:
+        os.environ["RETOUCH_HOME"] = previous
 
 
 @pytest.fixture(scope="session")

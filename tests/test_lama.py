@@ -20,7 +20,7 @@ from retouch.errors import ModelNotAvailable
 from retouch.models.store import ModelStore
 from retouch.providers.lama import LamaProvider
 
-from .conftest import box_mask
+from .conftest import REAL_HOME, box_mask
 
 
 def _save(graph: onnx.GraphProto, path: Path) -> Path:
@@ -207,14 +207,17 @@ def test_cli_erase_uses_lama_once_added(
     assert json.loads(capsys.readouterr().out)["provider"] == "lama"
 
 
-REAL = ModelStore().find("lama")
+REAL = ModelStore(REAL_HOME).find("lama")
 
 
 @pytest.mark.skipif(
     REAL is None,
     reason="real LaMa weights are not in the store; enable with: retouch models pull lama --trust",
 )
-def test_real_lama_removes_the_shuttle(astronaut: np.ndarray, shuttle_mask: np.ndarray) -> None:
+def test_real_lama_removes_the_shuttle(
+    astronaut: np.ndarray, shuttle_mask: np.ndarray, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("RETOUCH_HOME", str(REAL_HOME))
     result = retouch.erase(astronaut, shuttle_mask, provider="lama")
     out = result.image.pixels
     selected = shuttle_mask > 0
