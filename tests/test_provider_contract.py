@@ -56,7 +56,7 @@ BUILDERS: dict[Operation, Callable[[int | None], Request]] = {
     "resize": lambda seed: ResizeRequest(image=_photo(), max_size=24),
     "remove-background": lambda seed: RemoveBackgroundRequest(image=_photo()),
     "restore-faces": lambda seed: RestoreFacesRequest(image=_photo()),
-    "stylize": lambda seed: StylizeRequest(image=_photo(), style="mosaic"),
+    "stylize": lambda seed: StylizeRequest(image=_photo(), style="style-3"),
     "mask": lambda seed: MaskRequest(image=_photo(), kind="subject"),
 }
 EXPECTED_SIZE: dict[Operation, tuple[int, int]] = {

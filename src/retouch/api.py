@@ -523,7 +523,9 @@ class Toolkit:
             plan = compose.plan_crop(
                 picture.size, mask, margin=crop_margin, working_size=spec.working_size
             )
-        work_pixels = plan.crop(_for_provider(picture, spec).pixels)
+        work_pixels = _provider_pixels(
+            plan.crop(picture.pixels), spec
+        )  # crop first: less to convert
         work_pixels, (work_h, work_w) = compose.pad_to_multiple(work_pixels, spec.size_multiple)
         work_mask, _ = compose.pad_to_multiple(plan.crop_mask(mask), spec.size_multiple)
         _check_sides(work_pixels.shape[1], work_pixels.shape[0], spec, provider.info.name)
@@ -660,12 +662,17 @@ def _raise_unless_ready(status: ProviderStatus, name: str) -> None:
     raise UnsupportedOperation(f"provider {name!r} is not ready: {status.detail}")
 
 
-def _for_provider(picture: Picture, spec: OperationSpec) -> Picture:
+def _provider_pixels(pixels: Pixels, spec: OperationSpec) -> Pixels:
     """What the provider may see: RGB if it cannot take alpha, 8-bit if it cannot take 16."""
-    pixels = picture.pixels if spec.accepts_alpha else picture.rgb
+    if not spec.accepts_alpha:
+        pixels = pixels[:, :, :3]
     if not spec.accepts_16bit:
         pixels = to_uint8(pixels)
-    return picture.with_pixels(np.ascontiguousarray(pixels))
+    return np.ascontiguousarray(pixels)
+
+
+def _for_provider(picture: Picture, spec: OperationSpec) -> Picture:
+    return picture.with_pixels(_provider_pixels(picture.pixels, spec))
 
 
 def _restore_format(picture: Picture, out: Pixels) -> Pixels:
