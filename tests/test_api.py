@@ -145,3 +145,38 @@ def test_cancel_from_progress_stops_the_work(small_photo: np.ndarray) -> None:
         retouch.erase(
             small_photo, box_mask(small_photo.shape[:2], (40, 20, 50, 30)), progress=cancel
         )
+
+
+def test_distant_marks_are_worked_on_as_separate_small_crops(astronaut: np.ndarray) -> None:
+    from PIL import Image
+
+    seen: list[tuple[int, int]] = []
+
+    class Recorder:
+        info = ProviderInfo(
+            name="recorder",
+            kind="local",
+            description="",
+            operations={"erase": OperationSpec(working_size=512)},
+        )
+
+        def status(self) -> ProviderStatus:
+            return ProviderStatus(ready=True)
+
+        def run(self, request, progress):  # type: ignore[no-untyped-def]
+            seen.append((request.image.width, request.image.height))
+            return ImageResult(
+                images=[ResultImage(pixels=np.zeros_like(request.image.pixels))],
+                provider="recorder",
+            )
+
+    big = np.asarray(Image.fromarray(astronaut).resize((2000, 2000)))
+    mask = box_mask((2000, 2000), (100, 100, 140, 140))
+    mask[1800:1850, 1850:1900] = 255
+    result = Toolkit(providers={"recorder": Recorder()}).erase(
+        big, mask, provider="recorder", crop_margin=64
+    )
+    assert seen == [(168, 168), (178, 178)]  # two small crops, not one 1864 px box scaled to 512
+    assert result.usage["regions"] == 2 and not result.warnings
+    out = result.image.pixels
+    assert np.array_equal(out[mask == 0], big[mask == 0]) and (out[mask > 0] == 0).all()

@@ -137,3 +137,13 @@ def test_largest_object_and_fill_holes() -> None:
     assert biggest[50:55, 50:55].max() == 0 and biggest[5:45, 5:15].min() == 255
     filled = masks.fill_holes(mask)
     assert filled[15:25, 15:25].min() == 255 and filled[0, 0] == 0
+
+
+def test_regions_are_separate_unless_their_context_overlaps() -> None:
+    mask = np.zeros((1000, 1000), np.uint8)
+    mask[10:30, 10:30] = 255
+    mask[900:950, 900:950] = 255
+    assert masks.regions(mask, 20) == [(0, 0, 50, 50), (880, 880, 970, 970)]
+    mask[60:70, 60:70] = 255  # within 2 x 20 px of the first: one region with it
+    assert masks.regions(mask, 20) == [(0, 0, 90, 90), (880, 880, 970, 970)]
+    assert masks.regions(np.zeros((5, 5), np.uint8), 3) == []

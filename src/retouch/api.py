@@ -515,34 +515,52 @@ class Toolkit:
         provider = self.provider_for(request.operation, provider_name)
         spec = provider.info.operations[request.operation]
         check_request(request, spec, provider.info.name)
+        if crop_margin is not None and crop_margin < 0:
+            raise InvalidRequest(f"crop_margin must be >= 0 pixels, got {crop_margin}")
         if crop_margin is None:
-            plan = compose.whole_image(picture.size)
-        else:
-            if crop_margin < 0:
-                raise InvalidRequest(f"crop_margin must be >= 0 pixels, got {crop_margin}")
-            plan = compose.plan_crop(
-                picture.size, mask, margin=crop_margin, working_size=spec.working_size
+            plans = [compose.whole_image(picture.size)]
+        else:  # one crop per separate region: two small marks far apart stay two small crops
+            plans = [
+                compose.plan_box(box, working_size=spec.working_size)
+                for box in mask_ops.regions(mask, crop_margin)
+            ]
+        outputs: list[Pixels] = []
+        results: list[ImageResult] = []
+        for plan in plans:
+            region_mask = np.zeros_like(mask)
+            left, top, right, bottom = plan.box
+            region_mask[top:bottom, left:right] = mask[top:bottom, left:right]
+            work_pixels = _provider_pixels(plan.crop(picture.pixels), spec)  # crop, then convert
+            work_pixels, (work_h, work_w) = compose.pad_to_multiple(work_pixels, spec.size_multiple)
+            work_mask, _ = compose.pad_to_multiple(plan.crop_mask(region_mask), spec.size_multiple)
+            _check_sides(work_pixels.shape[1], work_pixels.shape[0], spec, provider.info.name)
+            work_request = dataclasses.replace(
+                request, image=picture.with_pixels(work_pixels), mask=work_mask
             )
-        work_pixels = _provider_pixels(
-            plan.crop(picture.pixels), spec
-        )  # crop first: less to convert
-        work_pixels, (work_h, work_w) = compose.pad_to_multiple(work_pixels, spec.size_multiple)
-        work_mask, _ = compose.pad_to_multiple(plan.crop_mask(mask), spec.size_multiple)
-        _check_sides(work_pixels.shape[1], work_pixels.shape[0], spec, provider.info.name)
-        work_request = dataclasses.replace(
-            request, image=picture.with_pixels(work_pixels), mask=work_mask
-        )
-        result = provider.run(work_request, progress)
-        outputs = []
-        for out in result.images:
-            _check_size(out.pixels, work_pixels.shape[1], work_pixels.shape[0], provider.info.name)
-            unpadded = out.pixels[:work_h, :work_w]
-            outputs.append(plan.stitch(picture.pixels, unpadded, mask, feather=feather))
-        if plan.scaled:
-            warnings.append(
-                f"worked on a {plan.work_size[0]} x {plan.work_size[1]} crop around the mask "
-                f"(the provider's working size) and stitched it back at full resolution"
-            )
+            result = provider.run(work_request, progress)
+            results.append(result)
+            if not outputs:
+                outputs = [picture.pixels] * len(result.images)
+            for index, out in enumerate(result.images):
+                _check_size(
+                    out.pixels, work_pixels.shape[1], work_pixels.shape[0], provider.info.name
+                )
+                outputs[index] = plan.stitch(
+                    outputs[index], out.pixels[:work_h, :work_w], region_mask, feather=feather
+                )
+            if plan.scaled:
+                warnings.append(
+                    f"worked on a {plan.work_size[0]} x {plan.work_size[1]} crop around a masked region "
+                    f"(the provider's working size) and stitched it back at full resolution"
+                )
+        result = results[0]
+        if len(results) > 1:
+            result.usage = {
+                **result.usage,
+                "regions": len(results),
+                "work_sizes": [r.usage.get("work_size") for r in results],
+            }
+            result.warnings = [w for r in results for w in r.warnings]
         return self._finish(result, picture, outputs, request, warnings, started)
 
     def _run_whole(

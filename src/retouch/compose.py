@@ -206,7 +206,11 @@ def plan_crop(
     size: tuple[int, int], mask: Mask, *, margin: int, working_size: int | None
 ) -> CropPlan:
     """A crop around the mask with ``margin`` px of context, scaled to fit ``working_size``."""
-    box = mask_ops.crop_to_mask(mask, margin)
+    return plan_box(mask_ops.crop_to_mask(mask, margin), working_size=working_size)
+
+
+def plan_box(box: tuple[int, int, int, int], *, working_size: int | None) -> CropPlan:
+    """Work on ``box``, scaled down so its long side fits ``working_size``."""
     width, height = box[2] - box[0], box[3] - box[1]
     long_side = max(width, height)
     if working_size is None or long_side <= working_size:
