@@ -20,6 +20,7 @@ from retouch import masks as mask_ops
 from retouch.errors import ConfigurationError, InvalidRequest, UnsupportedOperation
 from retouch.registry import ProviderSource, Registry
 from retouch.types import (
+    EditRequest,
     EraseRequest,
     ImageResult,
     InpaintRequest,
@@ -35,9 +36,11 @@ from retouch.types import (
     RemoveBackgroundRequest,
     Request,
     ResizeRequest,
+    RestoreFacesRequest,
     ResultImage,
     StylizeRequest,
     UpscaleRequest,
+    VariationsRequest,
     no_progress,
     request_parameters,
     to_uint8,
@@ -475,6 +478,73 @@ class Toolkit:
             style_image=painting,
             strength=strength,
             options=options,
+        )
+        return self._run_whole(request, provider, progress=progress, started=started)
+
+    def edit(
+        self,
+        image: ImageSource,
+        prompt: str,
+        *,
+        strength: float = 0.6,
+        negative_prompt: str | None = None,
+        seed: int | None = None,
+        n: int = 1,
+        provider: str | None = None,
+        options: Options = None,
+        progress: ProgressCallback = no_progress,
+    ) -> ImageResult:
+        """Image-to-image edit by prompt (providers that declare ``edit``)."""
+        started = time.perf_counter()
+        request = EditRequest(
+            image=self.load(image),
+            prompt=prompt,
+            strength=strength,
+            negative_prompt=negative_prompt,
+            seed=seed,
+            n=n,
+            options=options,
+        )
+        return self._run_whole(request, provider, progress=progress, started=started)
+
+    def variations(
+        self,
+        image: ImageSource,
+        *,
+        n: int = 1,
+        strength: float = 0.6,
+        prompt: str | None = None,
+        seed: int | None = None,
+        provider: str | None = None,
+        options: Options = None,
+        progress: ProgressCallback = no_progress,
+    ) -> ImageResult:
+        """``n`` variations of an image (providers that declare ``variations``)."""
+        started = time.perf_counter()
+        request = VariationsRequest(
+            image=self.load(image),
+            n=n,
+            strength=strength,
+            prompt=prompt,
+            seed=seed,
+            options=options,
+        )
+        return self._run_whole(request, provider, progress=progress, started=started)
+
+    def restore_faces(
+        self,
+        image: ImageSource,
+        *,
+        fidelity: float = 0.5,
+        model: str | None = None,
+        provider: str | None = None,
+        options: Options = None,
+        progress: ProgressCallback = no_progress,
+    ) -> ImageResult:
+        """Restore faces (providers that declare ``restore-faces``)."""
+        started = time.perf_counter()
+        request = RestoreFacesRequest(
+            image=self.load(image), fidelity=fidelity, model=model, options=options
         )
         return self._run_whole(request, provider, progress=progress, started=started)
 

@@ -373,6 +373,25 @@ def build_parser() -> argparse.ArgumentParser:
     _mask_parser(sub)
     _models_parser(sub)
 
+    serve = sub.add_parser(
+        "serve",
+        help="run the HTTP service (pip install 'retouch[server]')",
+        description="Serve every installed provider over HTTP: native routes per operation, "
+        "OpenAI-compatible /v1/images/edits and /variations, async jobs, /docs. Settings from "
+        "the environment: RETOUCH_API_KEYS (comma-separated), LOAD_SD_INPAINT=true, "
+        "RETOUCH_MAX_UPLOAD_BYTES, RETOUCH_MAX_PIXELS, RETOUCH_CONCURRENCY, RETOUCH_QUEUE_SIZE, "
+        "RETOUCH_REQUEST_TIMEOUT, RETOUCH_JOB_TTL, RETOUCH_ALLOW_IMAGE_URLS=true.",
+    )
+    serve.add_argument(
+        "--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)"
+    )
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument(
+        "--sd-inpaint",
+        action="store_true",
+        help="serve /sd-inpaint/* (same as LOAD_SD_INPAINT=true)",
+    )
+
     providers = sub.add_parser(
         "providers", help="list providers, their operations and whether each is ready"
     )
@@ -839,6 +858,28 @@ def cmd_mask(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    try:
+        import uvicorn
+
+        from retouch.server import ServerSettings, create_app
+    except ImportError as exc:
+        from retouch.errors import DependencyMissing
+
+        raise DependencyMissing(exc.name or "fastapi", "server", "retouch serve") from exc
+    settings = ServerSettings.from_env()
+    if args.sd_inpaint:
+        settings.sd_inpaint = True
+    app = create_app(settings=settings)
+    uvicorn.run(
+        app,
+        host=args.host,
+        port=args.port,
+        timeout_graceful_shutdown=int(settings.shutdown_grace_s),
+    )
+    return 0
+
+
 def cmd_providers(args: argparse.Namespace) -> int:
     from retouch.api import Toolkit
 
@@ -929,6 +970,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "remove-background": cmd_remove_bg,
     "mask": cmd_mask,
     "providers": cmd_providers,
+    "serve": cmd_serve,
     "models": cmd_models,
     "stylize": cmd_stylize,
 }

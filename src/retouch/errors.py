@@ -3,7 +3,8 @@
 ```
 RetouchError
  +-- InvalidRequest            bad input: the message says which file/value and what to do
- |    +-- InvalidImage         not an image, truncated, too many pixels, unsupported mode
+ |    +-- InvalidImage         not an image, truncated, unsupported mode
+ |    |    +-- ImageTooLarge   over a pixel or byte limit
  |    +-- MaskError            wrong size, empty, covers everything
  |    +-- OutputExists         refusing to overwrite a file without overwrite=True
  +-- UnsupportedOperation      the provider does not do this operation or parameter
@@ -38,6 +39,10 @@ class InvalidRequest(RetouchError, ValueError):
 
 class InvalidImage(InvalidRequest):
     """An input is not a readable image, or one retouch refuses (too large, odd mode)."""
+
+
+class ImageTooLarge(InvalidImage):
+    """An input is over a pixel or byte limit."""
 
 
 class MaskError(InvalidRequest):

@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 import numpy as np
 from PIL import Image, ImageCms, UnidentifiedImageError
 
-from retouch.errors import InvalidImage, InvalidRequest, OutputExists
+from retouch.errors import ImageTooLarge, InvalidImage, InvalidRequest, OutputExists
 from retouch.types import Picture, Pixels, ResultImage, to_uint8
 
 if TYPE_CHECKING:
@@ -171,7 +171,7 @@ def fetch_url(url: str, *, max_bytes: int = URL_MAX_BYTES, timeout: float = URL_
         reason = getattr(exc, "reason", exc)
         raise InvalidImage(f"{url}: could not fetch the image ({reason})") from exc
     if len(data) > max_bytes:
-        raise InvalidImage(f"{url}: the image is over the {max_bytes} byte limit")
+        raise ImageTooLarge(f"{url}: the image is over the {max_bytes} byte limit")
     return data
 
 
@@ -179,7 +179,7 @@ def _check_pixels(width: int, height: int, max_pixels: int | None, label: str) -
     if width <= 0 or height <= 0:
         raise InvalidImage(f"{label}: the image is empty ({width} x {height})")
     if max_pixels is not None and width * height > max_pixels:
-        raise InvalidImage(
+        raise ImageTooLarge(
             f"{label} is {width} x {height} = {width * height / 1e6:.1f} MP, over the limit of "
             f"{max_pixels / 1e6:.1f} MP; shrink it first or raise the limit (--max-pixels)"
         )
@@ -201,7 +201,7 @@ def decode_image(
             ) from exc
         except Image.DecompressionBombError as exc:
             limit = (Image.MAX_IMAGE_PIXELS or 0) * 2 / 1e6
-            raise InvalidImage(
+            raise ImageTooLarge(
                 f"{name} has too many pixels to open safely (over {limit:.0f} MP, a possible "
                 "decompression bomb); shrink it with another tool first"
             ) from exc

@@ -1,0 +1,833 @@
+"""The FastAPI app: native routes per operation, OpenAI-compatible image routes, the
+/sd-inpaint API, async jobs with server-sent events, health, readiness and metrics.
+
+Every error leaves as ``{"error": {"message", "type", "param", "code"}}`` with a status from
+``retouch.server.errors``; a 500 never carries a stack trace.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import json
+import logging
+import threading
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+from starlette.datastructures import UploadFile
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from retouch import imageio
+from retouch._version import __version__
+from retouch.api import Toolkit
+from retouch.errors import Cancelled, InvalidRequest, RetouchError, UnsupportedOperation
+from retouch.server import urlfetch
+from retouch.server.errors import HTTPProblem, body, for_exception
+from retouch.server.jobs import JobManager
+from retouch.server.limits import Limiter
+from retouch.server.operations import OPERATIONS, Fields, Images, Operation
+from retouch.server.settings import ServerSettings
+from retouch.types import ImageResult, Progress, ProgressCallback
+
+log = logging.getLogger("retouch.server")
+OPEN_PATHS = {"/health", "/docs", "/openapi.json", "/docs/oauth2-redirect", "/redoc"}
+OUTPUT_FORMATS = {"png": "PNG", "jpeg": "JPEG", "webp": "WEBP"}
+OPENAI_SIZES = {"256x256", "512x512", "1024x1024", "1536x1024", "1024x1536", "auto"}
+MASK_WORDS = {"subject", "background"}
+
+
+@dataclass
+class Service:
+    toolkit: Toolkit
+    settings: ServerSettings
+    limiter: Limiter
+    jobs: JobManager
+    metrics: Any
+
+
+# --- metrics ------------------------------------------------------------------------------
+
+
+def _metrics(service_jobs: Callable[[], JobManager], limiter: Limiter) -> Any:
+    from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+    registry = CollectorRegistry()
+    requests = Counter(
+        "retouch_requests_total", "HTTP requests", ["route", "status"], registry=registry
+    )
+    latency = Histogram(
+        "retouch_request_seconds",
+        "HTTP request latency",
+        ["route"],
+        registry=registry,
+        buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 120),
+    )
+    depth = Gauge("retouch_queue_depth", "requests and jobs waiting for a model", registry=registry)
+    depth.set_function(lambda: limiter.depth + service_jobs().queue_depth)
+    outcomes = Gauge(
+        "retouch_jobs_total", "finished jobs by outcome", ["outcome"], registry=registry
+    )
+    for outcome in ("succeeded", "failed", "cancelled"):
+
+        def count(o: str = outcome) -> float:
+            return float(service_jobs().outcomes.get(o, 0))
+
+        outcomes.labels(outcome).set_function(count)
+    return registry, requests, latency
+
+
+# --- reading requests -----------------------------------------------------------------------
+
+
+def _decode_text_image(service: Service, name: str, value: str) -> bytes | str:
+    """An image given as text: a data URI, base64, an http(s) URL (when allowed) or, for masks,
+    'subject' / 'background'. Never a path on the server."""
+    text = value.strip()
+    if name in ("mask",) and text in MASK_WORDS:
+        return text
+    if text.startswith(("http://", "https://")):
+        if not service.settings.allow_image_urls:
+            raise InvalidRequest(
+                f"{name}: image URLs are turned off on this server; send the image itself"
+            )
+        return urlfetch.fetch_public(
+            text,
+            max_bytes=service.settings.max_upload_bytes,
+            allow_hosts=service.settings.url_allow_hosts,
+        )
+    if text.startswith("data:"):
+        text = text.partition(",")[2]
+    try:
+        return base64.b64decode("".join(text.split()), validate=True)
+    except (binascii.Error, ValueError):
+        raise InvalidRequest(
+            f"{name}: send the image as a file upload, base64 or a data URI"
+        ) from None
+
+
+async def _read_upload(service: Service, name: str, upload: UploadFile) -> bytes:
+    data = await upload.read(service.settings.max_upload_bytes + 1)
+    if len(data) > service.settings.max_upload_bytes:
+        raise HTTPProblem(
+            413,
+            f"{name} is over the upload limit of {service.settings.max_upload_bytes} bytes",
+            "invalid_request_error",
+            param=name,
+        )
+    return data
+
+
+async def read_input(
+    service: Service, request: Request, image_names: set[str]
+) -> tuple[dict[str, Any], Images]:
+    """Fields and images from a JSON body or a multipart/urlencoded form."""
+    content_type = request.headers.get("content-type", "")
+    fields: dict[str, Any] = {}
+    images: Images = {}
+    if content_type.startswith("application/json"):
+        try:
+            data = await request.json()
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            raise InvalidRequest("the body is not valid JSON") from None
+        if not isinstance(data, dict):
+            raise InvalidRequest("the JSON body must be an object of fields")
+        for key, value in data.items():
+            if key in image_names:
+                if not isinstance(value, str):
+                    raise InvalidRequest(f"{key} must be a base64 string, a data URI or a URL")
+                images[key] = _decode_text_image(service, key, value)
+            else:
+                fields[key] = value
+        return fields, images
+    if content_type.startswith(("multipart/form-data", "application/x-www-form-urlencoded")):
+        try:
+            form = await request.form(max_files=8, max_fields=64)
+        except Exception as exc:  # the multipart parser's own errors
+            raise InvalidRequest(f"the form could not be read: {exc}") from None
+        for key, value in form.multi_items():
+            name = key[:-2] if key.endswith("[]") else key
+            if name in images:
+                raise InvalidRequest(f"{name}: send one image (several are not supported here)")
+            if isinstance(value, UploadFile):
+                if name not in image_names:
+                    raise InvalidRequest(
+                        f"{name} is not an image field; image fields: {', '.join(sorted(image_names))}"
+                    )
+                images[name] = await _read_upload(service, name, value)
+            elif name in image_names:
+                images[name] = _decode_text_image(service, name, value)
+            else:
+                fields[name] = value
+        return fields, images
+    raise HTTPProblem(415, "send multipart/form-data or application/json", "invalid_request_error")
+
+
+def _check_images(op: Operation, images: Images) -> None:
+    missing = [n for n in op.images if n not in images]
+    if missing:
+        raise InvalidRequest(f"{op.name}: missing image field(s) {', '.join(missing)}")
+    unknown = sorted(set(images) - set(op.images) - set(op.optional_images))
+    if unknown:
+        raise InvalidRequest(f"{op.name}: unknown image field(s) {', '.join(unknown)}")
+
+
+# --- running ------------------------------------------------------------------------------
+
+
+async def run_bounded(
+    service: Service, lane: str, work: Callable[[ProgressCallback], ImageResult]
+) -> ImageResult:
+    """Run ``work`` in a thread behind the lane's queue, with the request timeout."""
+    cancel = threading.Event()
+
+    def report(_: Progress) -> None:
+        if cancel.is_set():
+            raise Cancelled("the request timed out")
+
+    async with service.limiter.slot(lane):
+        task = asyncio.ensure_future(asyncio.to_thread(work, report))
+        try:
+            return await asyncio.wait_for(
+                asyncio.shield(task), timeout=service.settings.request_timeout_s
+            )
+        except asyncio.TimeoutError:
+            cancel.set()
+            raise HTTPProblem(
+                504,
+                f"the request took longer than {service.settings.request_timeout_s:g} s",
+                "timeout",
+            ) from None
+
+
+def _lane(op_name: str, fields: Fields) -> str:
+    return f"{op_name}:{fields.get('provider') or fields.get('model') or 'auto'}"
+
+
+def _encode(result: ImageResult, index: int, fmt: str, quality: int | None = None) -> bytes:
+    image = result.images[index]
+    parameters = dict(
+        result.parameters, seed=image.seed, provider=result.provider, model=result.model
+    )
+    return imageio.encode_image(image, fmt, parameters=parameters, quality=quality)
+
+
+def image_response(result: ImageResult, fmt: str) -> Response:
+    headers = {"X-Provider": result.provider}
+    if result.model:
+        headers["X-Model"] = str(result.model)
+    if result.image.seed is not None:
+        headers["X-Seed"] = str(result.image.seed)
+    if result.warnings:
+        headers["X-Retouch-Warnings"] = str(len(result.warnings))
+    media = {"PNG": "image/png", "JPEG": "image/jpeg", "WEBP": "image/webp"}[fmt]
+    return Response(_encode(result, 0, fmt), media_type=media, headers=headers)
+
+
+def json_result(result: ImageResult) -> dict[str, Any]:
+    meta = result.metadata()
+    meta["images"] = [
+        {**info, "b64_json": base64.b64encode(_encode(result, i, "PNG")).decode("ascii")}
+        for i, info in enumerate(meta["images"])
+    ]
+    return meta
+
+
+def _output_format(fields: dict[str, Any], request: Request) -> str:
+    fmt = str(fields.pop("response_format", "") or "").lower()
+    if not fmt:
+        return "json" if "application/json" in request.headers.get("accept", "") else "png"
+    if fmt not in (*OUTPUT_FORMATS, "json"):
+        raise InvalidRequest(f"response_format must be png, jpeg, webp or json, not {fmt!r}")
+    return fmt
+
+
+# --- the app ------------------------------------------------------------------------------
+
+
+def create_app(toolkit: Toolkit | None = None, settings: ServerSettings | None = None) -> FastAPI:
+    settings = settings or ServerSettings.from_env()
+    toolkit = toolkit or Toolkit(max_pixels=settings.max_pixels)
+    limiter = Limiter(settings.concurrency, settings.queue_size)
+    jobs = JobManager(limiter, ttl=settings.job_ttl_s, max_jobs=settings.max_jobs)
+    service = Service(toolkit, settings, limiter, jobs, None)
+    registry, requests_total, latency = _metrics(lambda: service.jobs, limiter)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        yield
+        await service.jobs.shutdown(settings.shutdown_grace_s)
+
+    app = FastAPI(
+        title="retouch",
+        version=__version__,
+        description="AI image editing over HTTP: native routes per operation, OpenAI-compatible "
+        "/v1/images/edits and /variations, /sd-inpaint, and async jobs with progress.",
+        lifespan=lifespan,
+    )
+    app.state.service = service
+
+    def problem(exc: Exception) -> JSONResponse:
+        status, payload, headers = for_exception(exc)
+        if status == 500:
+            log.exception("unexpected error", exc_info=exc)
+        return JSONResponse(payload, status_code=status, headers=headers)
+
+    @app.exception_handler(RetouchError)
+    async def _retouch_error(_: Request, exc: RetouchError) -> JSONResponse:
+        return problem(exc)
+
+    @app.exception_handler(HTTPProblem)
+    async def _http_problem(_: Request, exc: HTTPProblem) -> JSONResponse:
+        return problem(exc)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
+        first = exc.errors()[0] if exc.errors() else {}
+        where = ".".join(str(p) for p in first.get("loc", ()) if p != "body")
+        return JSONResponse(
+            body(
+                f"{where}: {first.get('msg', 'invalid')}",
+                "invalid_request_error",
+                param=where or None,
+            ),
+            status_code=400,
+        )
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        kind = {404: "not_found", 405: "method_not_allowed"}.get(
+            exc.status_code, "invalid_request_error"
+        )
+        return JSONResponse(body(str(exc.detail), kind), status_code=exc.status_code)
+
+    @app.exception_handler(Exception)
+    async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
+        return problem(exc)
+
+    @app.middleware("http")
+    async def guard(
+        request: Request, call_next: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
+        started = time.perf_counter()
+        route = request.url.path
+        try:
+            if settings.api_keys and route not in OPEN_PATHS:
+                header = request.headers.get("authorization", "")
+                key = (
+                    header[7:].strip()
+                    if header.lower().startswith("bearer ")
+                    else request.headers.get("x-api-key", "")
+                )
+                if key not in settings.api_keys:
+                    raise HTTPProblem(
+                        401,
+                        "a valid API key is required: send Authorization: Bearer KEY",
+                        "invalid_api_key",
+                    )
+            length = request.headers.get("content-length")
+            if length and length.isdigit() and int(length) > settings.max_upload_bytes * 3:
+                raise HTTPProblem(
+                    413,
+                    f"the request body is over {settings.max_upload_bytes * 3} bytes",
+                    "invalid_request_error",
+                )
+            response = await call_next(request)
+        except HTTPProblem as exc:
+            response = problem(exc)
+        template = request.scope.get("route")
+        label = getattr(template, "path", "unmatched")
+        requests_total.labels(label, str(response.status_code)).inc()
+        latency.labels(label).observe(time.perf_counter() - started)
+        return response
+
+    # --- health ---------------------------------------------------------------------------
+
+    @app.get("/health", summary="Liveness")
+    async def health() -> dict[str, str]:
+        return {"status": "ok", "version": __version__}
+
+    @app.get("/ready", summary="Readiness: which providers can run")
+    async def ready() -> JSONResponse:
+        reports = await asyncio.to_thread(toolkit.providers)
+        providers = {
+            r.name: {"ready": r.ready, "operations": r.operations, "detail": r.detail}
+            for r in reports
+        }
+        ok = any(r.ready for r in reports)
+        return JSONResponse({"ready": ok, "providers": providers}, status_code=200 if ok else 503)
+
+    @app.get("/metrics", summary="Prometheus metrics")
+    async def metrics() -> Response:
+        from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
+    # --- native routes, one per operation ------------------------------------------------------
+
+    def native(op: Operation) -> Callable[[Request], Awaitable[Response]]:
+        async def handler(request: Request) -> Response:
+            raw, images = await read_input(
+                service, request, set(op.images) | set(op.optional_images)
+            )
+            fmt = _output_format(raw, request)
+            fields = op.parse(raw)
+            _check_images(op, images)
+            result = await run_bounded(
+                service, _lane(op.name, fields), lambda p: op.call(toolkit, fields, images, p)
+            )
+            if fmt == "json":
+                return JSONResponse(json_result(result))
+            return image_response(result, OUTPUT_FORMATS[fmt])
+
+        return handler
+
+    for op in OPERATIONS.values():
+        app.add_api_route(
+            f"/v1/{op.name}",
+            native(op),
+            methods=["POST"],
+            summary=op.summary,
+            tags=["operations"],
+            openapi_extra=_openapi_body(op),
+            responses={200: {"content": {"image/png": {}, "application/json": {}}}},
+        )
+
+    # --- jobs ------------------------------------------------------------------------------
+
+    @app.post(
+        "/v1/jobs",
+        status_code=202,
+        tags=["jobs"],
+        summary="Start an operation; returns at once",
+        openapi_extra=_jobs_openapi(),
+    )
+    async def create_job(request: Request) -> JSONResponse:
+        all_images = {n for op in OPERATIONS.values() for n in (*op.images, *op.optional_images)}
+        raw, images = await read_input(service, request, all_images)
+        name = str(raw.pop("operation", "") or "")
+        if name not in OPERATIONS:
+            raise InvalidRequest(f"operation must be one of {', '.join(OPERATIONS)}, not {name!r}")
+        op = OPERATIONS[name]
+        fields = op.parse(raw)
+        _check_images(op, images)
+        job = jobs.submit(name, _lane(name, fields), lambda p: op.call(toolkit, fields, images, p))
+        return JSONResponse(
+            job.describe(_base(request)),
+            status_code=202,
+            headers={"Location": f"/v1/jobs/{job.id}"},
+        )
+
+    @app.get(
+        "/v1/jobs/{job_id}", tags=["jobs"], summary="A job's status, progress, result or error"
+    )
+    async def get_job(job_id: str, request: Request) -> dict[str, Any]:
+        return jobs.get(job_id).describe(_base(request))
+
+    @app.delete("/v1/jobs/{job_id}", tags=["jobs"], summary="Cancel a job")
+    async def cancel_job(job_id: str, request: Request) -> dict[str, Any]:
+        return jobs.cancel(job_id).describe(_base(request))
+
+    @app.get(
+        "/v1/jobs/{job_id}/events",
+        tags=["jobs"],
+        summary="Server-sent events with progress until the job ends",
+    )
+    async def job_events(job_id: str, request: Request) -> StreamingResponse:
+        jobs.get(job_id)  # 404 / 410 before the stream starts
+
+        async def stream() -> AsyncIterator[bytes]:
+            async for state in jobs.events(job_id, _base(request)):
+                yield f"event: {state['status']}\ndata: {json.dumps(state)}\n\n".encode()
+
+        return StreamingResponse(
+            stream(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"}
+        )
+
+    @app.get(
+        "/v1/jobs/{job_id}/images/{index}", tags=["jobs"], summary="A finished job's image (PNG)"
+    )
+    async def job_image(job_id: str, index: int) -> Response:
+        job = jobs.get(job_id)
+        if job.result is None:
+            raise HTTPProblem(409, f"job {job_id} is {job.status}; it has no images", "not_ready")
+        if not 0 <= index < len(job.result.images):
+            raise HTTPProblem(
+                404, f"job {job_id} has {len(job.result.images)} image(s)", "not_found"
+            )
+        return Response(_encode(job.result, index, "PNG"), media_type="image/png")
+
+    # --- OpenAI-compatible --------------------------------------------------------------------
+
+    @app.post(
+        "/v1/images/edits",
+        tags=["openai"],
+        summary="OpenAI-compatible image edits",
+        openapi_extra=_openai_openapi(edits=True),
+    )
+    async def openai_edits(request: Request) -> JSONResponse:
+        return await _openai(service, request, edits=True)
+
+    @app.post(
+        "/v1/images/variations",
+        tags=["openai"],
+        summary="OpenAI-compatible image variations",
+        openapi_extra=_openai_openapi(edits=False),
+    )
+    async def openai_variations(request: Request) -> JSONResponse:
+        return await _openai(service, request, edits=False)
+
+    # --- /sd-inpaint --------------------------------------------------------------------------
+
+    if settings.sd_inpaint:
+        _add_sd_inpaint(app, service)
+    return app
+
+
+def _base(request: Request) -> str:
+    return str(request.base_url).rstrip("/")
+
+
+# --- OpenAI routes ------------------------------------------------------------------------------
+
+OPENAI_EDIT_FIELDS = {
+    "prompt",
+    "model",
+    "n",
+    "size",
+    "response_format",
+    "user",
+    "output_format",
+    "output_compression",
+    "quality",
+    "background",
+    "input_fidelity",
+}
+OPENAI_VARIATION_FIELDS = {"model", "n", "size", "response_format", "user"}
+
+
+async def _openai(service: Service, request: Request, *, edits: bool) -> JSONResponse:
+    try:
+        return await _openai_inner(service, request, edits=edits)
+    except (RetouchError, HTTPProblem) as exc:
+        status, payload, headers = for_exception(exc)
+        return JSONResponse(payload, status_code=status, headers=headers)
+
+
+async def _openai_inner(service: Service, request: Request, *, edits: bool) -> JSONResponse:
+    raw, images = await read_input(service, request, {"image", "mask"} if edits else {"image"})
+    allowed = OPENAI_EDIT_FIELDS if edits else OPENAI_VARIATION_FIELDS
+    unknown = sorted(set(raw) - allowed)
+    if unknown:
+        raise InvalidRequest(f"unknown field(s) {', '.join(unknown)}")
+    if "image" not in images:
+        raise InvalidRequest("image is required")
+    model = str(
+        raw.get("model")
+        or (service.settings.default_image_model if edits else "retouch-variations")
+    )
+    if model not in service.settings.model_map:
+        raise HTTPProblem(
+            404,
+            f"the model {model!r} does not exist here; models: {', '.join(service.settings.model_map)}",
+            "model_not_found",
+            param="model",
+        )
+    operation, provider = service.settings.model_map[model]
+    n = int(raw.get("n") or 1)
+    if not 1 <= n <= 10:
+        raise InvalidRequest("n must be between 1 and 10")
+    size = str(raw.get("size") or "auto")
+    if size not in OPENAI_SIZES:
+        raise InvalidRequest(f"size must be one of {', '.join(sorted(OPENAI_SIZES))}")
+    response_format = str(raw.get("response_format") or "b64_json")
+    if response_format not in ("b64_json", "url"):
+        raise InvalidRequest("response_format must be url or b64_json")
+    output_format = str(raw.get("output_format") or "png")
+    if output_format not in OUTPUT_FORMATS:
+        raise InvalidRequest("output_format must be png, jpeg or webp")
+    compression = (
+        int(raw["output_compression"]) if raw.get("output_compression") not in (None, "") else None
+    )
+    for unsupported in ("quality", "background", "input_fidelity"):
+        if raw.get(unsupported) not in (None, "", "auto"):
+            raise UnsupportedOperation(f"{unsupported} is not supported by the model {model!r}")
+    prompt = str(raw.get("prompt") or "")
+    if edits and not prompt:
+        raise InvalidRequest("prompt is required")
+    toolkit = service.toolkit
+
+    def work(progress: ProgressCallback) -> ImageResult:
+        if operation == "erase":
+            if n != 1:
+                raise UnsupportedOperation(f"the model {model!r} returns one image; use n=1")
+            mask = images.get("mask", images["image"])  # no mask: the image's transparent area
+            return toolkit.erase(
+                images["image"],
+                mask,
+                provider=provider,
+                mask_from="alpha" if "mask" not in images else "auto",
+                progress=progress,
+            )
+        if operation == "inpaint":
+            return toolkit.inpaint(
+                images["image"],
+                images.get("mask", images["image"]),
+                prompt,
+                n=n,
+                provider=provider,
+                mask_from="alpha" if "mask" not in images else "auto",
+                progress=progress,
+            )
+        if operation == "variations":
+            return toolkit.variations(images["image"], n=n, provider=provider, progress=progress)
+        raise UnsupportedOperation(
+            f"the model {model!r} runs {operation}, which this route does not serve"
+        )
+
+    result = await run_bounded(service, f"{operation}:{provider or 'auto'}", work)
+    if size != "auto":
+        width, height = (int(v) for v in size.split("x"))
+        from retouch.compose import resize_pixels
+
+        for image in result.images:
+            image.pixels = resize_pixels(image.pixels, (width, height))
+    data = []
+    if response_format == "url":
+        job = service.jobs.finished(operation, result)
+        data = [
+            {"url": f"{_base(request)}/v1/jobs/{job.id}/images/{i}"}
+            for i in range(len(result.images))
+        ]
+    else:
+        fmt = OUTPUT_FORMATS[output_format]
+        data = [
+            {"b64_json": base64.b64encode(_encode(result, i, fmt, compression)).decode("ascii")}
+            for i in range(len(result.images))
+        ]
+    payload: dict[str, Any] = {
+        "created": int(time.time()),
+        "data": data,
+        "output_format": output_format,
+        "size": size,
+    }
+    payload["usage"] = {
+        "input_tokens": 0,
+        "output_tokens": 0,
+        "total_tokens": 0,
+        "input_tokens_details": {"image_tokens": 0, "text_tokens": 0},
+    }
+    return JSONResponse(payload)
+
+
+# --- /sd-inpaint -------------------------------------------------------------------------------
+
+SD_FIELDS = {"prompt", "negative_prompt", "num_inference_steps", "guidance_scale", "seed"}
+
+
+def _diffusion_ready(toolkit: Toolkit) -> str | None:
+    try:
+        return toolkit.provider_for("inpaint").info.name
+    except RetouchError:
+        return None
+
+
+def _add_sd_inpaint(app: FastAPI, service: Service) -> None:
+    toolkit = service.toolkit
+
+    @app.get(
+        "/sd-inpaint/health", tags=["sd-inpaint"], summary="Which model serves /sd-inpaint/inpaint"
+    )
+    async def sd_health() -> dict[str, str]:
+        diffusion = await asyncio.to_thread(_diffusion_ready, toolkit)
+        if diffusion:
+            return {
+                "status": "ok",
+                "service": "sd-inpaint",
+                "model": diffusion,
+                "mode": "diffusion",
+            }
+        eraser = await asyncio.to_thread(lambda: toolkit.provider_for("erase").info.name)
+        return {
+            "status": "ok",
+            "service": "sd-inpaint",
+            "model": eraser,
+            "mode": "erase-fallback",
+            "detail": "no diffusion model is configured: the masked area is erased and filled from the image; prompts are not used",
+        }
+
+    @app.post(
+        "/sd-inpaint/inpaint",
+        tags=["sd-inpaint"],
+        summary="Inpaint: multipart in, PNG out (X-Seed header)",
+        openapi_extra=_sd_openapi(),
+    )
+    async def sd_inpaint(request: Request) -> Response:
+        raw, images = await read_input(service, request, {"image", "mask"})
+        unknown = sorted(set(raw) - SD_FIELDS)
+        if unknown:
+            raise InvalidRequest(f"unknown field(s) {', '.join(unknown)}")
+        for name in ("image", "mask"):
+            if name not in images:
+                raise InvalidRequest(f"{name} is required")
+        prompt = str(raw.get("prompt") or "")
+        steps = _ranged(raw, "num_inference_steps", 50, 1, 150, int)
+        guidance = _ranged(raw, "guidance_scale", 7.5, 1.0, 20.0, float)
+        seed = _ranged(raw, "seed", 42, 0, 2**32 - 1, int)
+        diffusion = _diffusion_ready(toolkit)
+
+        def work(progress: ProgressCallback) -> ImageResult:
+            if diffusion:
+                return toolkit.inpaint(
+                    images["image"],
+                    images["mask"],
+                    prompt,
+                    negative_prompt=raw.get("negative_prompt") or None,
+                    seed=seed,
+                    steps=steps,
+                    guidance=guidance,
+                    progress=progress,
+                )
+            return toolkit.erase(
+                images["image"], images["mask"], seed=seed, mask_from="luminance", progress=progress
+            )
+
+        result = await run_bounded(service, f"sd-inpaint:{diffusion or 'erase'}", work)
+        response = image_response(result, "PNG")
+        response.headers["X-Seed"] = str(
+            result.image.seed if result.image.seed is not None else seed
+        )
+        response.headers["X-Retouch-Mode"] = "diffusion" if diffusion else "erase-fallback"
+        return response
+
+
+def _ranged(raw: dict[str, Any], name: str, default: Any, low: Any, high: Any, kind: type) -> Any:
+    value = raw.get(name)
+    if value in (None, ""):
+        return default
+    try:
+        number = kind(value)
+    except (TypeError, ValueError):
+        raise InvalidRequest(f"{name} must be a number between {low} and {high}") from None
+    if not low <= number <= high:
+        raise InvalidRequest(f"{name} must be between {low} and {high}, got {value}")
+    return number
+
+
+# --- OpenAPI descriptions of the hand-parsed bodies ---------------------------------------------
+
+TYPES = {"int": "integer", "float": "number", "bool": "boolean", "str": "string"}
+
+
+def _schema(
+    fields: dict[str, str],
+    images: tuple[str, ...],
+    optional_images: tuple[str, ...],
+    required: tuple[str, ...],
+    *,
+    binary: bool,
+) -> dict[str, Any]:
+    props: dict[str, Any] = {name: {"type": TYPES[kind]} for name, kind in fields.items()}
+    for name in (*images, *optional_images):
+        props[name] = (
+            {"type": "string", "format": "binary"}
+            if binary
+            else {"type": "string", "description": "base64 or data URI"}
+        )
+    return {"type": "object", "properties": props, "required": [*images, *required]}
+
+
+def _openapi_body(op: Operation) -> dict[str, Any]:
+    fields = {**op.fields, "response_format": "str"}
+    return {
+        "requestBody": {
+            "required": True,
+            "content": {
+                "multipart/form-data": {
+                    "schema": _schema(
+                        fields, op.images, op.optional_images, op.required, binary=True
+                    )
+                },
+                "application/json": {
+                    "schema": _schema(
+                        fields, op.images, op.optional_images, op.required, binary=False
+                    )
+                },
+            },
+        }
+    }
+
+
+def _jobs_openapi() -> dict[str, Any]:
+    schema = {
+        "type": "object",
+        "required": ["operation", "image"],
+        "properties": {
+            "operation": {"type": "string", "enum": list(OPERATIONS)},
+            "image": {"type": "string", "description": "base64 or data URI"},
+            "mask": {"type": "string"},
+        },
+        "additionalProperties": True,
+    }
+    return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}
+
+
+def _openai_openapi(*, edits: bool) -> dict[str, Any]:
+    props: dict[str, Any] = {
+        "image": {"type": "string", "format": "binary"},
+        "model": {"type": "string"},
+        "n": {"type": "integer", "minimum": 1, "maximum": 10},
+        "size": {"type": "string", "enum": sorted(OPENAI_SIZES)},
+        "response_format": {"type": "string", "enum": ["url", "b64_json"]},
+        "user": {"type": "string"},
+    }
+    required = ["image"]
+    if edits:
+        props.update(
+            {
+                "mask": {"type": "string", "format": "binary"},
+                "prompt": {"type": "string"},
+                "output_format": {"type": "string", "enum": list(OUTPUT_FORMATS)},
+                "output_compression": {"type": "integer", "minimum": 0, "maximum": 100},
+            }
+        )
+        required.append("prompt")
+    return {
+        "requestBody": {
+            "required": True,
+            "content": {
+                "multipart/form-data": {
+                    "schema": {"type": "object", "properties": props, "required": required}
+                }
+            },
+        }
+    }
+
+
+def _sd_openapi() -> dict[str, Any]:
+    props = {
+        "image": {"type": "string", "format": "binary"},
+        "mask": {"type": "string", "format": "binary"},
+        "prompt": {"type": "string"},
+        "negative_prompt": {"type": "string"},
+        "num_inference_steps": {"type": "integer", "minimum": 1, "maximum": 150, "default": 50},
+        "guidance_scale": {"type": "number", "minimum": 1, "maximum": 20, "default": 7.5},
+        "seed": {"type": "integer", "minimum": 0, "default": 42},
+    }
+    return {
+        "requestBody": {
+            "required": True,
+            "content": {
+                "multipart/form-data": {
+                    "schema": {"type": "object", "properties": props, "required": ["image", "mask"]}
+                }
+            },
+        }
+    }
