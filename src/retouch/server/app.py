@@ -33,7 +33,7 @@ from retouch.server import urlfetch
 from retouch.server.errors import HTTPProblem, body, for_exception
 from retouch.server.jobs import JobManager
 from retouch.server.limits import Limiter
-from retouch.server.operations import OPERATIONS, Fields, Images, Operation
+from retouch.server.operations import OPERATIONS, Fields, Images, Operation, to_int
 from retouch.server.settings import ServerSettings
 from retouch.types import ImageResult, Progress, ProgressCallback
 
@@ -254,7 +254,10 @@ def _output_format(fields: dict[str, Any], request: Request) -> str:
 
 def create_app(toolkit: Toolkit | None = None, settings: ServerSettings | None = None) -> FastAPI:
     settings = settings or ServerSettings.from_env()
-    toolkit = toolkit or Toolkit(max_pixels=settings.max_pixels)
+    # The server's pixel limit holds whatever toolkit is given; its providers are shared.
+    toolkit = Toolkit(
+        registry=toolkit.registry if toolkit else None, max_pixels=settings.max_pixels
+    )
     limiter = Limiter(settings.concurrency, settings.queue_size)
     jobs = JobManager(limiter, ttl=settings.job_ttl_s, max_jobs=settings.max_jobs)
     service = Service(toolkit, settings, limiter, jobs, None)
@@ -336,7 +339,8 @@ def create_app(toolkit: Toolkit | None = None, settings: ServerSettings | None =
             if length and length.isdigit() and int(length) > settings.max_upload_bytes * 3:
                 raise HTTPProblem(
                     413,
-                    f"the request body is over {settings.max_upload_bytes * 3} bytes",
+                    f"the request body is over {settings.max_upload_bytes * 3} bytes (three images "
+                    f"at the upload limit of {settings.max_upload_bytes} bytes)",
                     "invalid_request_error",
                 )
             response = await call_next(request)
@@ -541,7 +545,7 @@ async def _openai_inner(service: Service, request: Request, *, edits: bool) -> J
             param="model",
         )
     operation, provider = service.settings.model_map[model]
-    n = int(raw.get("n") or 1)
+    n = to_int("n", raw["n"]) if raw.get("n") not in (None, "") else 1
     if not 1 <= n <= 10:
         raise InvalidRequest("n must be between 1 and 10")
     size = str(raw.get("size") or "auto")
@@ -553,9 +557,12 @@ async def _openai_inner(service: Service, request: Request, *, edits: bool) -> J
     output_format = str(raw.get("output_format") or "png")
     if output_format not in OUTPUT_FORMATS:
         raise InvalidRequest("output_format must be png, jpeg or webp")
-    compression = (
-        int(raw["output_compression"]) if raw.get("output_compression") not in (None, "") else None
-    )
+    compression = None
+    if raw.get("output_compression") not in (None, ""):
+        compression = to_int("output_compression", raw["output_compression"])
+        if not 0 <= compression <= 100:
+            raise InvalidRequest("output_compression must be between 0 and 100")
+        compression = max(1, compression)
     for unsupported in ("quality", "background", "input_fidelity"):
         if raw.get(unsupported) not in (None, "", "auto"):
             raise UnsupportedOperation(f"{unsupported} is not supported by the model {model!r}")

@@ -17,7 +17,7 @@ Images = dict[str, bytes | str]
 """Image fields: uploaded bytes, or (mask fields only) the words 'subject' / 'background'."""
 
 
-def _int(name: str, value: Any) -> int:
+def to_int(name: str, value: Any) -> int:
     if isinstance(value, bool):
         raise InvalidRequest(f"{name} must be a whole number, got {value!r}")
     try:
@@ -56,7 +56,7 @@ def _str(name: str, value: Any) -> str:
 
 
 CONVERT: dict[str, Callable[[str, Any], Any]] = {
-    "int": _int,
+    "int": to_int,
     "float": _float,
     "bool": _bool,
     "str": _str,
