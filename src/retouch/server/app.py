@@ -265,6 +265,7 @@ def create_app(toolkit: Toolkit | None = None, settings: ServerSettings | None =
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        await asyncio.to_thread(_warm_up, toolkit)
         yield
         await service.jobs.shutdown(settings.shutdown_grace_s)
 
@@ -493,6 +494,13 @@ def create_app(toolkit: Toolkit | None = None, settings: ServerSettings | None =
     if settings.sd_inpaint:
         _add_sd_inpaint(app, service)
     return app
+
+
+def _warm_up(toolkit: Toolkit) -> None:
+    """Import OpenCV and check providers once, before requests run on worker threads."""
+    import cv2  # noqa: F401 - its first import is not safe to race from many threads
+
+    toolkit.providers()
 
 
 def _base(request: Request) -> str:
