@@ -477,3 +477,21 @@ def test_url_fetch_follows_redirects_only_to_public_addresses(photo: np.ndarray)
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_shutdown_lets_jobs_finish_within_the_grace_then_cancels(
+    photo: np.ndarray, hole: np.ndarray
+) -> None:
+    image, mask = base64.b64encode(png(photo)).decode(), base64.b64encode(png(hole)).decode()
+    request = {
+        "operation": "erase",
+        "image": image,
+        "mask": mask,
+        "provider": "slow",
+    }  # 0.5 s of work
+    for grace, expected in ((5.0, "succeeded"), (0.15, "cancelled")):
+        app = create_app(toolkit(), ServerSettings(shutdown_grace_s=grace))
+        with TestClient(app) as client:
+            job_id = client.post("/v1/jobs", json=request).json()["id"]
+            time.sleep(0.1)
+        assert app.state.service.jobs.jobs[job_id].status == expected
