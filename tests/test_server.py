@@ -495,3 +495,13 @@ def test_shutdown_lets_jobs_finish_within_the_grace_then_cancels(
             job_id = client.post("/v1/jobs", json=request).json()["id"]
             time.sleep(0.1)
         assert app.state.service.jobs.jobs[job_id].status == expected
+
+
+def test_request_timeout_is_a_504_and_the_work_stops(photo: np.ndarray, hole: np.ndarray) -> None:
+    with TestClient(create_app(toolkit(), ServerSettings(request_timeout_s=0.1))) as client:
+        r = client.post(
+            "/v1/erase",
+            files={"image": ("a.png", png(photo)), "mask": ("m.png", png(hole))},
+            data={"provider": "slow"},
+        )
+        assert r.status_code == 504 and "longer than 0.1 s" in r.json()["error"]["message"]
