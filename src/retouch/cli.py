@@ -210,6 +210,59 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _common(erase)
 
+    inpaint = sub.add_parser(
+        "inpaint",
+        help="repaint what a mask covers following a prompt",
+        description="Repaint the masked area (white = repaint) following --prompt with a "
+        "provider that takes prompts (openai, stability, replicate, vertex, automatic1111, "
+        "comfyui, diffusers). Pixels outside the mask are kept exactly, whatever the service does.",
+        epilog="example: OPENAI_API_KEY=... retouch inpaint room.jpg --mask sofa.png "
+        '--prompt "a green velvet sofa" --provider openai -o new.jpg',
+    )
+    inpaint.add_argument("image")
+    _mask_args(inpaint)
+    inpaint.add_argument("--prompt", required=True)
+    inpaint.add_argument("--negative-prompt")
+    inpaint.add_argument("--seed", type=int)
+    inpaint.add_argument("-n", "--n", type=int, default=1, help="how many images (default 1)")
+    inpaint.add_argument("--steps", type=int, help="sampling steps (providers that use them)")
+    inpaint.add_argument("--guidance", type=float, help="guidance scale (providers that use it)")
+    inpaint.add_argument(
+        "--feather",
+        type=_positive_int,
+        default=8,
+        metavar="PX",
+        help="soften the mask edge inwards (default 8)",
+    )
+    inpaint.add_argument(
+        "--option",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="provider option, e.g. model=dall-e-2 (repeatable)",
+    )
+    inpaint.add_argument("--provider")
+    _common(inpaint)
+
+    edit = sub.add_parser("edit", help="change a whole image following a prompt (img2img)")
+    edit.add_argument("image")
+    edit.add_argument("--prompt", required=True)
+    edit.add_argument("--strength", type=float, default=0.6, help="0 keeps the input, 1 ignores it")
+    edit.add_argument("--negative-prompt")
+    edit.add_argument("--seed", type=int)
+    edit.add_argument("-n", "--n", type=int, default=1)
+    edit.add_argument("--option", action="append", default=[], metavar="KEY=VALUE")
+    edit.add_argument("--provider")
+    _common(edit)
+
+    variations = sub.add_parser("variations", help="make variations of an image")
+    variations.add_argument("image")
+    variations.add_argument("-n", "--n", type=int, default=1)
+    variations.add_argument("--seed", type=int)
+    variations.add_argument("--option", action="append", default=[], metavar="KEY=VALUE")
+    variations.add_argument("--provider")
+    _common(variations)
+
     outpaint = sub.add_parser(
         "outpaint",
         help="extend the canvas and fill the new area",
@@ -604,6 +657,90 @@ def cmd_erase(args: argparse.Namespace) -> int:
     )
 
 
+def _parse_options(pairs: list[str]) -> dict[str, Any] | None:
+    options: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise UsageError(f"--option takes KEY=VALUE, got {pair!r}")
+        options[key.strip().replace("-", "_")] = _typed(value.strip())
+    return options or None
+
+
+def _typed(value: str) -> Any:
+    for kind in (int, float):
+        try:
+            return kind(value)
+        except ValueError:
+            pass
+    return {"true": True, "false": False}.get(value.lower(), value)
+
+
+def cmd_inpaint(args: argparse.Namespace) -> int:
+    toolkit = _toolkit(args)
+    options = _parse_options(args.option)
+    return _run_operation(
+        args,
+        "inpaint",
+        lambda progress: toolkit.inpaint(
+            args.image,
+            args.mask,
+            args.prompt,
+            provider=args.provider,
+            negative_prompt=args.negative_prompt,
+            seed=args.seed,
+            n=args.n,
+            steps=args.steps,
+            guidance=args.guidance,
+            options=options,
+            mask_from=args.mask_from,
+            invert_mask=args.invert_mask,
+            resize_mask=args.resize_mask,
+            grow_mask=args.grow_mask,
+            feather=args.feather,
+            crop_margin=args.crop_margin,
+            progress=progress,
+        ),
+    )
+
+
+def cmd_edit(args: argparse.Namespace) -> int:
+    toolkit = _toolkit(args)
+    options = _parse_options(args.option)
+    return _run_operation(
+        args,
+        "edit",
+        lambda progress: toolkit.edit(
+            args.image,
+            args.prompt,
+            strength=args.strength,
+            negative_prompt=args.negative_prompt,
+            seed=args.seed,
+            n=args.n,
+            provider=args.provider,
+            options=options,
+            progress=progress,
+        ),
+    )
+
+
+def cmd_variations(args: argparse.Namespace) -> int:
+    toolkit = _toolkit(args)
+    options = _parse_options(args.option)
+    return _run_operation(
+        args,
+        "variations",
+        lambda progress: toolkit.variations(
+            args.image,
+            n=args.n,
+            seed=args.seed,
+            provider=args.provider,
+            options=options,
+            progress=progress,
+        ),
+    )
+
+
 def cmd_outpaint(args: argparse.Namespace) -> int:
     toolkit = _toolkit(args)
     return _run_operation(
@@ -964,6 +1101,9 @@ def cmd_models(args: argparse.Namespace) -> int:
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "erase": cmd_erase,
     "outpaint": cmd_outpaint,
+    "inpaint": cmd_inpaint,
+    "edit": cmd_edit,
+    "variations": cmd_variations,
     "resize": cmd_resize,
     "upscale": cmd_upscale,
     "remove-bg": cmd_remove_bg,

@@ -25,6 +25,7 @@ BUILTIN: Mapping[str, str] = {
     "u2net": "retouch.providers.u2net:U2NetProvider",
     "lama": "retouch.providers.lama:LamaProvider",
     "stylize": "retouch.providers.stylize:StylizeProvider",
+    "openai": "retouch.providers.openai:OpenAIProvider",
 }
 
 ProviderSource = Union[str, Provider, Callable[[], Provider]]  # noqa: UP007 - runtime alias
