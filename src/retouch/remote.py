@@ -70,7 +70,10 @@ class RemoteClient:
     headers: dict[str, str] = field(default_factory=dict)
     timeout: float = 120.0
     retries: int = 3
-    backoff: float = 0.5
+    backoff: float = field(
+        default_factory=lambda: float(os.environ.get("RETOUCH_REMOTE_BACKOFF", "0.5"))
+    )
+    """Seconds before the first retry, doubling each time (RETOUCH_REMOTE_BACKOFF)."""
     transport: Any = None
     is_moderation: Callable[[Any], bool] = field(default=lambda response: False)
     sleep: Callable[[float], None] = time.sleep
