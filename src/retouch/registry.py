@@ -26,6 +26,7 @@ BUILTIN: Mapping[str, str] = {
     "lama": "retouch.providers.lama:LamaProvider",
     "stylize": "retouch.providers.stylize:StylizeProvider",
     "openai": "retouch.providers.openai:OpenAIProvider",
+    "stability": "retouch.providers.stability:StabilityProvider",
 }
 
 ProviderSource = Union[str, Provider, Callable[[], Provider]]  # noqa: UP007 - runtime alias
