@@ -27,6 +27,7 @@ BUILTIN: Mapping[str, str] = {
     "stylize": "retouch.providers.stylize:StylizeProvider",
     "openai": "retouch.providers.openai:OpenAIProvider",
     "stability": "retouch.providers.stability:StabilityProvider",
+    "automatic1111": "retouch.providers.automatic1111:Automatic1111Provider",
 }
 
 ProviderSource = Union[str, Provider, Callable[[], Provider]]  # noqa: UP007 - runtime alias
