@@ -28,6 +28,7 @@ BUILTIN: Mapping[str, str] = {
     "openai": "retouch.providers.openai:OpenAIProvider",
     "stability": "retouch.providers.stability:StabilityProvider",
     "automatic1111": "retouch.providers.automatic1111:Automatic1111Provider",
+    "replicate": "retouch.providers.replicate:ReplicateProvider",
 }
 
 ProviderSource = Union[str, Provider, Callable[[], Provider]]  # noqa: UP007 - runtime alias
