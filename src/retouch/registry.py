@@ -29,6 +29,7 @@ BUILTIN: Mapping[str, str] = {
     "stability": "retouch.providers.stability:StabilityProvider",
     "automatic1111": "retouch.providers.automatic1111:Automatic1111Provider",
     "replicate": "retouch.providers.replicate:ReplicateProvider",
+    "vertex": "retouch.providers.vertex:VertexProvider",
 }
 
 ProviderSource = Union[str, Provider, Callable[[], Provider]]  # noqa: UP007 - runtime alias
