@@ -30,6 +30,7 @@ BUILTIN: Mapping[str, str] = {
     "automatic1111": "retouch.providers.automatic1111:Automatic1111Provider",
     "replicate": "retouch.providers.replicate:ReplicateProvider",
     "vertex": "retouch.providers.vertex:VertexProvider",
+    "comfyui": "retouch.providers.comfyui:ComfyUIProvider",
 }
 
 ProviderSource = Union[str, Provider, Callable[[], Provider]]  # noqa: UP007 - runtime alias
