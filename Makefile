@@ -15,7 +15,10 @@ $(VENV)/.demo: $(BIN)/python pyproject.toml
 	$(BIN)/pip install -q -e ".[samples]"
 	touch $@
 
+# torch==2.13.0 first: that pin takes the CPU wheel on local disk; any other spec would pull
+# several GB of CUDA packages. The diffusion extra's torch>=2.1 is then already satisfied.
 $(VENV)/.dev: $(BIN)/python pyproject.toml
+	$(BIN)/pip install -q "torch==2.13.0"
 	$(BIN)/pip install -q -e ".[dev]"
 	touch $@
 

@@ -31,6 +31,7 @@ BUILTIN: Mapping[str, str] = {
     "replicate": "retouch.providers.replicate:ReplicateProvider",
     "vertex": "retouch.providers.vertex:VertexProvider",
     "comfyui": "retouch.providers.comfyui:ComfyUIProvider",
+    "diffusers": "retouch.providers.diffusion:DiffusersProvider",
 }
 
 ProviderSource = Union[str, Provider, Callable[[], Provider]]  # noqa: UP007 - runtime alias

@@ -1,0 +1,171 @@
+"""The diffusers provider with tiny randomly initialised pipelines (no download), loaded from
+a diffusers folder through the same code users use."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("diffusers")
+
+from retouch.api import Toolkit
+from retouch.errors import Cancelled, InvalidRequest
+from retouch.models.store import ModelStore
+from retouch.types import Progress
+
+from .conftest import box_mask
+from .tiny_sd import build
+
+TOOLKIT = Toolkit()  # one toolkit, so each pipeline loads once for the module
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("sd")
+    return {"inpaint": build(root / "inpaint"), "plain": build(root / "plain", inpaint_unet=False)}
+
+
+@pytest.fixture
+def store(tiny: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> ModelStore:
+    monkeypatch.setenv("RETOUCH_HOME", str(tmp_path / "home"))
+    store = ModelStore()
+    store.add("tiny-sd", tiny["inpaint"], task="inpaint")
+    return store
+
+
+@pytest.fixture
+def scene() -> tuple[np.ndarray, np.ndarray]:
+    from skimage import data
+
+    photo = np.ascontiguousarray(data.astronaut()[::8, ::8])  # 64 x 64
+    return photo, box_mask((64, 64), (20, 16, 44, 40))
+
+
+def inpaint(photo: np.ndarray, mask: np.ndarray, **kwargs: object):  # type: ignore[no-untyped-def]
+    return TOOLKIT.inpaint(photo, mask, "a red hat", provider="diffusers", steps=3, **kwargs)  # type: ignore[arg-type]
+
+
+def test_seeds_reproduce_and_outside_stays_exact(
+    store: ModelStore, scene: tuple[np.ndarray, np.ndarray]
+) -> None:
+    photo, mask = scene
+    a, b, c = (
+        inpaint(photo, mask, seed=1),
+        inpaint(photo, mask, seed=1),
+        inpaint(photo, mask, seed=2),
+    )
+    assert a.provider == "diffusers" and a.image.seed == 1
+    assert np.array_equal(a.image.pixels, b.image.pixels)
+    assert not np.array_equal(a.image.pixels[mask > 0], c.image.pixels[mask > 0])
+    for result in (a, c):
+        assert np.array_equal(result.image.pixels[mask == 0], photo[mask == 0])
+    drawn = inpaint(photo, mask)  # no seed: one is drawn and returned
+    assert drawn.image.seed is not None and 0 <= drawn.image.seed < 2**32
+
+
+def test_progress_once_per_step_and_cancel_between_steps(
+    store: ModelStore, scene: tuple[np.ndarray, np.ndarray]
+) -> None:
+    photo, mask = scene
+    reports: list[Progress] = []
+    inpaint(photo, mask, seed=3, progress=reports.append)
+    assert [(r.step, r.total) for r in reports if r.stage == "diffusion"] == [
+        (0, 3),
+        (1, 3),
+        (2, 3),
+        (3, 3),
+    ]
+    seen: list[int] = []
+
+    def cancel(report: Progress) -> None:
+        seen.append(report.step)
+        if report.step == 1:
+            raise Cancelled("enough")
+
+    with pytest.raises(Cancelled):
+        TOOLKIT.inpaint(photo, mask, "x", provider="diffusers", steps=10, progress=cancel)
+    assert max(seen) == 1  # stopped after the first step of ten
+
+
+def test_edit_strength_zero_is_the_input_and_variations_have_their_seeds(
+    store: ModelStore, scene: tuple[np.ndarray, np.ndarray]
+) -> None:
+    photo, _ = scene
+    assert np.array_equal(
+        TOOLKIT.edit(photo, "x", strength=0, provider="diffusers").image.pixels, photo
+    )
+    edited = TOOLKIT.edit(photo, "x", strength=0.5, seed=4, provider="diffusers")
+    assert edited.image.pixels.shape == photo.shape and not np.array_equal(
+        edited.image.pixels, photo
+    )
+    variations = TOOLKIT.variations(photo, n=3, seed=10, strength=0.7, provider="diffusers")
+    assert [i.seed for i in variations.images] == [10, 11, 12]
+    a, b, c = (i.pixels for i in variations.images)
+    assert not np.array_equal(a, b) and not np.array_equal(b, c)
+
+
+def test_outpaint_size_and_interior(
+    store: ModelStore, scene: tuple[np.ndarray, np.ndarray]
+) -> None:
+    photo, _ = scene
+    result = TOOLKIT.outpaint(
+        photo, left=16, bottom=8, provider="diffusers", prompt="sky", seed=5, feather=8
+    )
+    out = result.image.pixels
+    assert out.shape == (72, 80, 3)
+    assert np.array_equal(out[:56, 24:], photo[:56, 8:])  # the original beyond the seam band
+
+
+def test_plain_checkpoint_folder_path_schedulers_and_errors(
+    store: ModelStore, tiny: dict[str, Path], scene: tuple[np.ndarray, np.ndarray]
+) -> None:
+    photo, mask = scene
+    plain = inpaint(
+        photo, mask, seed=1, options={"model": str(tiny["plain"]), "scheduler": "Euler a"}
+    )
+    assert np.array_equal(
+        plain.image.pixels[mask == 0], photo[mask == 0]
+    )  # a 4-channel UNet inpaints too
+    for name in ("DDIM", "Euler", "DPM++ 2M"):
+        assert (
+            inpaint(photo, mask, seed=1, options={"scheduler": name}).image.pixels.shape
+            == photo.shape
+        )
+    with pytest.raises(InvalidRequest, match="scheduler must be one of"):
+        inpaint(photo, mask, options={"scheduler": "Karras Magic"})
+    with pytest.raises(InvalidRequest, match="not a diffusers folder"):
+        inpaint(photo, mask, options={"model": str(tiny["inpaint"] / "unet")})
+
+
+def test_sd_inpaint_endpoint_uses_the_model(
+    store: ModelStore, scene: tuple[np.ndarray, np.ndarray]
+) -> None:
+    import io
+
+    from fastapi.testclient import TestClient
+    from PIL import Image
+
+    from retouch.server import ServerSettings, create_app
+
+    photo, mask = scene
+
+    def png(array: np.ndarray) -> bytes:
+        buffer = io.BytesIO()
+        Image.fromarray(array).save(buffer, "PNG")
+        return buffer.getvalue()
+
+    with TestClient(create_app(TOOLKIT, ServerSettings(sd_inpaint=True))) as client:
+        health = client.get("/sd-inpaint/health").json()
+        assert health["mode"] == "diffusion" and health["model"] == "diffusers"
+        r = client.post(
+            "/sd-inpaint/inpaint",
+            files={"image": ("a.png", png(photo)), "mask": ("m.png", png(mask))},
+            data={"prompt": "a hat", "num_inference_steps": "2", "seed": "9"},
+        )
+        assert (
+            r.status_code == 200
+            and r.headers["x-seed"] == "9"
+            and r.headers["x-retouch-mode"] == "diffusion"
+        )
