@@ -169,3 +169,57 @@ def test_sd_inpaint_endpoint_uses_the_model(
             and r.headers["x-seed"] == "9"
             and r.headers["x-retouch-mode"] == "diffusion"
         )
+
+
+def test_a_folder_path_runs_with_an_empty_store(
+    tiny: dict[str, Path],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    scene: tuple[np.ndarray, np.ndarray],
+) -> None:
+    from retouch.cli import main
+    from retouch.errors import ModelNotAvailable
+
+    monkeypatch.setenv("RETOUCH_HOME", str(tmp_path / "empty"))
+    photo, mask = scene
+    status = Toolkit().registry.get("diffusers").status()
+    assert not status.ready and status.needs_model and "retouch models add" in status.detail
+    with pytest.raises(ModelNotAvailable):
+        Toolkit().inpaint(photo, mask, "x", provider="diffusers")
+    out = TOOLKIT.inpaint(
+        photo,
+        mask,
+        "x",
+        provider="diffusers",
+        steps=2,
+        seed=1,
+        options={"model": str(tiny["inpaint"])},
+    )
+    assert np.array_equal(out.image.pixels[mask == 0], photo[mask == 0])
+    from PIL import Image
+
+    Image.fromarray(photo).save(tmp_path / "p.png")
+    Image.fromarray(mask).save(tmp_path / "m.png")
+    argv = [
+        "inpaint",
+        str(tmp_path / "p.png"),
+        "--mask",
+        str(tmp_path / "m.png"),
+        "--prompt",
+        "a hat",
+        "--provider",
+        "diffusers",
+        "--model",
+        str(tiny["inpaint"]),
+        "--steps",
+        "2",
+        "--seed",
+        "3",
+        "-n",
+        "2",
+        "-o",
+        str(tmp_path / "out.png"),
+        "-q",
+    ]
+    assert main(argv) == 0
+    assert (tmp_path / "out.png").exists() and (tmp_path / "out-1.png").exists()

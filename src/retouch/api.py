@@ -90,15 +90,22 @@ class Toolkit:
 
     # --- providers ------------------------------------------------------------------------
 
-    def provider_for(self, operation: Operation, name: str | None = None) -> Provider:
-        """The named provider (checked to do ``operation`` and be ready), else the best ready one."""
+    def provider_for(
+        self, operation: Operation, name: str | None = None, *, names_model: bool = False
+    ) -> Provider:
+        """The named provider (checked to do ``operation`` and be ready), else the best ready one.
+
+        ``names_model``: the request names its own model, so a provider that lacks only a
+        default model may run it."""
         if name is not None:
             provider = self.registry.get(name)
             if operation not in provider.info.operations:
                 able = [p.info.name for p in self.registry.supporting(operation)]
                 hint = f"; providers that do: {', '.join(able)}" if able else ""
                 raise UnsupportedOperation(f"provider {name!r} does not do {operation}{hint}")
-            _raise_unless_ready(provider.status(), name)
+            status = provider.status()
+            if not (names_model and status.needs_model):
+                _raise_unless_ready(status, name)
             return provider
         candidates = self.registry.supporting(operation)
         for provider in candidates:
@@ -401,7 +408,7 @@ class Toolkit:
             height=height,
             aspect=aspect,
         )
-        chosen = self.provider_for("outpaint", provider)
+        chosen = self.provider_for("outpaint", provider, names_model=_names_model(options))
         spec = chosen.info.operations["outpaint"]
         if spec.options is not None and "feather" in {
             f.name for f in dataclasses.fields(spec.options)
@@ -582,7 +589,9 @@ class Toolkit:
         started: float,
     ) -> ImageResult:
         picture, mask = request.image, request.mask
-        provider = self.provider_for(request.operation, provider_name)
+        provider = self.provider_for(
+            request.operation, provider_name, names_model=_names_model(request.options)
+        )
         spec = provider.info.operations[request.operation]
         check_request(request, spec, provider.info.name)
         if crop_margin is not None and crop_margin < 0:
@@ -642,7 +651,9 @@ class Toolkit:
         started: float,
     ) -> ImageResult:
         picture = request.image
-        provider = self.provider_for(request.operation, provider_name)
+        provider = self.provider_for(
+            request.operation, provider_name, names_model=_names_model(request.options)
+        )
         spec = provider.info.operations[request.operation]
         check_request(request, spec, provider.info.name)
         work = _for_provider(picture, spec)
@@ -772,6 +783,13 @@ def _restore_format(picture: Picture, out: Pixels) -> Pixels:
             alpha = compose.resize_pixels(alpha[:, :, None], (out.shape[1], out.shape[0]))[:, :, 0]
         out = np.dstack([out, alpha])
     return out
+
+
+def _names_model(options: Options) -> bool:
+    """Whether provider options name a model (``{"model": ...}`` or an options object's field)."""
+    if isinstance(options, Mapping):
+        return options.get("model") is not None
+    return getattr(options, "model", None) is not None
 
 
 def _mask_name(mask: object) -> str:

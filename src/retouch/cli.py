@@ -235,6 +235,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="soften the mask edge inwards (default 8)",
     )
     inpaint.add_argument(
+        "--model", help="model name in the store, or a path (e.g. a diffusers folder)"
+    )
+    inpaint.add_argument(
         "--option",
         action="append",
         default=[],
@@ -251,6 +254,7 @@ def build_parser() -> argparse.ArgumentParser:
     edit.add_argument("--negative-prompt")
     edit.add_argument("--seed", type=int)
     edit.add_argument("-n", "--n", type=int, default=1)
+    edit.add_argument("--model", help="model name in the store, or a path")
     edit.add_argument("--option", action="append", default=[], metavar="KEY=VALUE")
     edit.add_argument("--provider")
     _common(edit)
@@ -259,6 +263,7 @@ def build_parser() -> argparse.ArgumentParser:
     variations.add_argument("image")
     variations.add_argument("-n", "--n", type=int, default=1)
     variations.add_argument("--seed", type=int)
+    variations.add_argument("--model", help="model name in the store, or a path")
     variations.add_argument("--option", action="append", default=[], metavar="KEY=VALUE")
     variations.add_argument("--provider")
     _common(variations)
@@ -293,6 +298,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--prompt", help="what to paint in the new area (providers that use prompts)"
     )
     outpaint.add_argument("--seed", type=int)
+    outpaint.add_argument(
+        "--model", help="model name in the store, or a path (providers with models)"
+    )
     outpaint.add_argument("--provider")
     _common(outpaint)
 
@@ -657,8 +665,8 @@ def cmd_erase(args: argparse.Namespace) -> int:
     )
 
 
-def _parse_options(pairs: list[str]) -> dict[str, Any] | None:
-    options: dict[str, Any] = {}
+def _parse_options(pairs: list[str], model: str | None = None) -> dict[str, Any] | None:
+    options: dict[str, Any] = {"model": model} if model else {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep or not key:
@@ -678,7 +686,7 @@ def _typed(value: str) -> Any:
 
 def cmd_inpaint(args: argparse.Namespace) -> int:
     toolkit = _toolkit(args)
-    options = _parse_options(args.option)
+    options = _parse_options(args.option, args.model)
     return _run_operation(
         args,
         "inpaint",
@@ -706,7 +714,7 @@ def cmd_inpaint(args: argparse.Namespace) -> int:
 
 def cmd_edit(args: argparse.Namespace) -> int:
     toolkit = _toolkit(args)
-    options = _parse_options(args.option)
+    options = _parse_options(args.option, args.model)
     return _run_operation(
         args,
         "edit",
@@ -726,7 +734,7 @@ def cmd_edit(args: argparse.Namespace) -> int:
 
 def cmd_variations(args: argparse.Namespace) -> int:
     toolkit = _toolkit(args)
-    options = _parse_options(args.option)
+    options = _parse_options(args.option, args.model)
     return _run_operation(
         args,
         "variations",
@@ -759,6 +767,7 @@ def cmd_outpaint(args: argparse.Namespace) -> int:
             provider=args.provider,
             seed=args.seed,
             feather=args.feather,
+            options=_parse_options([], args.model),
             progress=progress,
         ),
     )

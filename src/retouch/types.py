@@ -475,6 +475,9 @@ class ProviderStatus:
     detail: str = ""
     error: Exception | None = None
     """What to raise when the provider is asked to run while not ready."""
+    needs_model: bool = False
+    """Not ready only because no default model is set up: a request that names its model
+    (options ``model``) can still run."""
 
 
 @runtime_checkable

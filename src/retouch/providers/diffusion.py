@@ -146,7 +146,7 @@ class DiffusersProvider:
                 "sd15-inpainting",
                 "or register a diffusers folder: retouch models add NAME FOLDER --task inpaint",
             )
-            return ProviderStatus(False, str(error), error)
+            return ProviderStatus(False, str(error), error, needs_model=True)
         return ProviderStatus(True, f"models: {', '.join(models)}")
 
     def load(self, options: DiffusersOptions) -> Loaded:
