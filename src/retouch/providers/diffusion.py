@@ -69,6 +69,12 @@ class DiffusersOptions:
     threads: int | None = None
     prefill: bool = True
     """Outpaint: fill the new area with PatchMatch first, so the model sees context."""
+    match_colour: bool = True
+    """Inpaint/outpaint: shift the fill's colours to match a ring around the mask (VAE drift)."""
+    attention_slicing: bool = False
+    """Compute attention in slices: slower, much less memory."""
+    vae_tiling: bool = False
+    """Decode the image in tiles: for large resolutions on small memory."""
 
     def __post_init__(self) -> None:
         if self.scheduler is not None and self.scheduler not in SCHEDULERS:
@@ -261,6 +267,14 @@ class DiffusersProvider:
             mask = np.full(rgb.shape[:2], 255, np.uint8)
         pipe = loaded.inpaint if mask is not None else loaded.img2img
         with loaded.lock:
+            if options.attention_slicing:
+                pipe.enable_attention_slicing()
+            else:
+                pipe.disable_attention_slicing()
+            if options.vae_tiling:
+                pipe.vae.enable_tiling()
+            else:
+                pipe.vae.disable_tiling()
             if options.scheduler:
                 import diffusers
 
@@ -280,6 +294,11 @@ class DiffusersProvider:
                 getattr(request, "strength", 1.0),
                 progress,
             )
+        if mask is not None and options.match_colour and not (mask > 0).all():
+            images = [
+                compose.match_colour(compose.resize_pixels(image, (width, height)), rgb, mask)
+                for image in images
+            ]
         results = [
             ResultImage(pixels=compose.resize_pixels(image, (width, height)), seed=seed)
             for image, seed in zip(images, seeds, strict=True)
