@@ -4,19 +4,15 @@ from __future__ import annotations
 
 import base64
 import io
-import socket
 import threading
 import time
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import ClassVar
 
 import httpx
 import numpy as np
 import pytest
-import uvicorn
 from fastapi.testclient import TestClient
 from PIL import Image
 
@@ -24,6 +20,8 @@ from retouch.api import Toolkit
 from retouch.errors import InvalidRequest
 from retouch.server import ServerSettings, create_app, urlfetch
 from retouch.types import ImageResult, OperationSpec, ProviderInfo, ProviderStatus, ResultImage
+
+from .fakes import live
 
 
 def png(array: np.ndarray) -> bytes:
@@ -110,24 +108,6 @@ class Broken:
 
 def toolkit() -> Toolkit:
     return Toolkit(providers={"shuffler": Shuffler(), "slow": Slow(), "broken": Broken()})
-
-
-@contextmanager
-def live(app) -> Iterator[str]:  # type: ignore[no-untyped-def]
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.time() + 20
-    while not server.started and time.time() < deadline:
-        time.sleep(0.05)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(10)
 
 
 # --- the official OpenAI client ------------------------------------------------------------------
