@@ -16,7 +16,7 @@ from retouch.models.store import ModelStore
 from retouch.types import Progress
 
 from .conftest import box_mask
-from .tiny_sd import build
+from .tiny_sd import build, build_controlnet
 
 TOOLKIT = Toolkit()  # one toolkit, so each pipeline loads once for the module
 
@@ -24,7 +24,12 @@ TOOLKIT = Toolkit()  # one toolkit, so each pipeline loads once for the module
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("sd")
-    return {"inpaint": build(root / "inpaint"), "plain": build(root / "plain", inpaint_unet=False)}
+    plain = build(root / "plain", inpaint_unet=False)
+    return {
+        "inpaint": build(root / "inpaint"),
+        "plain": plain,
+        "controlnet": build_controlnet(plain, root / "controlnet"),
+    }
 
 
 @pytest.fixture
@@ -245,3 +250,20 @@ def test_colour_matching_pulls_the_fill_towards_its_surroundings(
         photo, mask, seed=2, feather=0, options={"attention_slicing": True, "vae_tiling": True}
     ).image.pixels
     assert np.abs(sliced.astype(float) - matched).mean() < 2  # same result, less memory
+
+
+def test_controlnet_guided_edit_and_inpaint(
+    store: ModelStore, tiny: dict[str, Path], scene: tuple[np.ndarray, np.ndarray]
+) -> None:
+    photo, mask = scene
+    guided_options = {"controlnet": str(tiny["controlnet"])}
+    plain = TOOLKIT.edit(photo, "x", strength=0.8, seed=6, provider="diffusers")
+    guided = TOOLKIT.edit(
+        photo, "x", strength=0.8, seed=6, provider="diffusers", options=guided_options
+    )
+    assert guided.image.pixels.shape == photo.shape
+    assert not np.array_equal(plain.image.pixels, guided.image.pixels)  # the edge map took part
+    inpainted = inpaint(photo, mask, seed=6, options=guided_options)
+    assert np.array_equal(inpainted.image.pixels[mask == 0], photo[mask == 0])
+    with pytest.raises(InvalidRequest, match="could not be loaded as a ControlNet"):
+        inpaint(photo, mask, options={"controlnet": str(tiny["plain"] / "vae")})

@@ -91,3 +91,29 @@ def build(folder: Path, *, inpaint_unet: bool = True) -> Path:
     )
     pipe.save_pretrained(str(folder))
     return folder
+
+
+def build_controlnet(base: Path, folder: Path) -> Path:
+    """A tiny ControlNet made from a plain (4-channel) tiny UNet, as real ones are made from
+    base SD; its conditioning embedding downsamples by 2, like the tiny VAE."""
+    import torch
+    from diffusers import ControlNetModel, UNet2DConditionModel
+
+    unet = UNet2DConditionModel.from_pretrained(str(base / "unet"))
+    controlnet = ControlNetModel.from_unet(
+        unet, conditioning_channels=3, conditioning_embedding_out_channels=(8, 16)
+    )
+    # A new ControlNet's "zero convolutions" start at zero (no effect until trained): give
+    # them random weights, as every other part of these tiny models has.
+    generator = torch.Generator().manual_seed(1)
+    zero_convs = [
+        *controlnet.controlnet_down_blocks,
+        controlnet.controlnet_mid_block,
+        controlnet.controlnet_cond_embedding.conv_out,
+    ]
+    with torch.no_grad():
+        for layer in zero_convs:
+            for parameter in layer.parameters():
+                parameter.copy_(torch.randn(parameter.shape, generator=generator) * 0.5)
+    controlnet.save_pretrained(str(folder))
+    return folder

@@ -12,9 +12,10 @@ raised by the progress callback stops the pipeline between steps.
 
 from __future__ import annotations
 
+import inspect
 import random
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -75,6 +76,10 @@ class DiffusersOptions:
     """Compute attention in slices: slower, much less memory."""
     vae_tiling: bool = False
     """Decode the image in tiles: for large resolutions on small memory."""
+    controlnet: str | None = None
+    """A ControlNet (store name or diffusers folder) to guide the result by the input's edges."""
+    canny_low: int = 100
+    canny_high: int = 200
 
     def __post_init__(self) -> None:
         if self.scheduler is not None and self.scheduler not in SCHEDULERS:
@@ -94,6 +99,8 @@ class Loaded:
     resolution: int
     multiple: int
     lock: threading.Lock
+    extra: dict[tuple[str, bool], Any] = field(default_factory=dict)
+    """ControlNet pipelines built on these components, by ControlNet path and masked or not."""
 
 
 def _device(choice: str) -> str:
@@ -266,6 +273,9 @@ class DiffusersProvider:
         if mask is None and loaded.img2img is None:
             mask = np.full(rgb.shape[:2], 255, np.uint8)
         pipe = loaded.inpaint if mask is not None else loaded.img2img
+        control = None
+        if options.controlnet:
+            pipe, control = self._controlnet(loaded, options, mask is not None, rgb)
         with loaded.lock:
             if options.attention_slicing:
                 pipe.enable_attention_slicing()
@@ -293,6 +303,7 @@ class DiffusersProvider:
                 guidance,
                 getattr(request, "strength", 1.0),
                 progress,
+                control,
             )
         if mask is not None and options.match_colour and not (mask > 0).all():
             images = [
@@ -310,6 +321,50 @@ class DiffusersProvider:
             usage={"work_size": list(work), "steps": steps},
         )
 
+    def _controlnet(
+        self, loaded: Loaded, options: DiffusersOptions, masked: bool, rgb: NDArray[np.uint8]
+    ) -> tuple[Any, NDArray[np.uint8]]:
+        """A ControlNet pipeline sharing the loaded components, and the canny edge map."""
+        import cv2
+        from diffusers import (
+            ControlNetModel,
+            StableDiffusionControlNetImg2ImgPipeline,
+            StableDiffusionControlNetInpaintPipeline,
+        )
+
+        path = Path(str(options.controlnet))
+        if not path.exists():
+            from retouch.models.store import ModelStore
+
+            path = ModelStore().path(str(options.controlnet))
+        key = (str(path), masked)
+        with self._lock:
+            if key not in loaded.extra:
+                _check_class(path, "ControlNetModel")
+                try:
+                    model = ControlNetModel.from_pretrained(str(path))  # type: ignore[no-untyped-call]
+                except (OSError, ValueError) as exc:
+                    raise InvalidRequest(
+                        f"{path} could not be loaded as a ControlNet: {exc}"
+                    ) from exc
+                model = model.to(device=loaded.inpaint.device, dtype=loaded.inpaint.unet.dtype)
+                components = {
+                    k: v for k, v in loaded.inpaint.components.items() if k != "image_encoder"
+                }
+                inpaint_unet = loaded.inpaint.unet.config.in_channels == 9
+                cls = (
+                    StableDiffusionControlNetInpaintPipeline
+                    if masked or inpaint_unet
+                    else StableDiffusionControlNetImg2ImgPipeline
+                )
+                pipe: Any = cls(**components, controlnet=model)
+                pipe.set_progress_bar_config(disable=True)
+                loaded.extra[key] = pipe
+            pipe = loaded.extra[key]
+        grey = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
+        edges = cv2.Canny(grey, options.canny_low, options.canny_high)
+        return pipe, np.dstack([edges] * 3)
+
     @staticmethod
     def _call(
         pipe: Any,
@@ -323,6 +378,7 @@ class DiffusersProvider:
         guidance: float,
         strength: float,
         progress: ProgressCallback,
+        control: NDArray[np.uint8] | None = None,
     ) -> list[NDArray[np.uint8]]:
         import torch
         from PIL import Image
@@ -347,6 +403,14 @@ class DiffusersProvider:
             "output_type": "np",
             "callback_on_step_end": on_step,
         }
+        if control is not None:
+            arguments["control_image"] = Image.fromarray(control).resize(
+                work, Image.Resampling.NEAREST
+            )
+            if mask is None and "mask_image" in inspect.signature(pipe.__call__).parameters:
+                mask = np.full(
+                    rgb.shape[:2], 255, np.uint8
+                )  # an inpainting UNet edits with a full mask
         if mask is not None:
             arguments.update(
                 mask_image=Image.fromarray(mask, "L").resize(work, Image.Resampling.BILINEAR),
@@ -360,6 +424,22 @@ class DiffusersProvider:
             np.clip(np.rint(np.asarray(frame) * 255), 0, 255).astype(np.uint8)
             for frame in output.images
         ]
+
+
+def _check_class(path: Path, expected: str) -> None:
+    """diffusers loads a folder of another model class with random weights and no error:
+    read the folder's own declaration first."""
+    import json
+
+    config = path / "config.json"
+    try:
+        declared = json.loads(config.read_text("utf-8")).get("_class_name")
+    except (OSError, ValueError):
+        declared = None
+    if declared != expected:
+        raise InvalidRequest(
+            f"{path} could not be loaded as a {expected}: its config.json declares {declared!r}"
+        )
 
 
 def _multiple(value: float, multiple: int) -> int:
