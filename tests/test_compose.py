@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from retouch import compose
+from retouch import compose, masks
 from retouch.errors import InvalidRequest
 
 from .conftest import box_mask
@@ -60,7 +60,7 @@ def test_match_colour_cures_a_colour_shift(small_photo: np.ndarray) -> None:
 
 def test_crop_plan_stitches_back_exactly(astronaut: np.ndarray) -> None:
     mask = box_mask(astronaut.shape[:2], (300, 40, 340, 90))
-    plan = compose.plan_crop((512, 512), mask, margin=32, working_size=None)
+    plan = compose.plan_box(masks.crop_to_mask(mask, 32), working_size=None)
     assert plan.box == (268, 8, 372, 122) and not plan.scaled
     work = plan.crop(astronaut)
     assert work.shape == (114, 104, 3)
@@ -75,7 +75,7 @@ def test_scaled_crop_plan_fits_the_working_size_and_keeps_thin_strokes(
 ) -> None:
     mask = np.zeros(astronaut.shape[:2], np.uint8)
     mask[100:400, 250] = 255  # a one-pixel line
-    plan = compose.plan_crop((512, 512), mask, margin=16, working_size=128)
+    plan = compose.plan_box(masks.crop_to_mask(mask, 16), working_size=128)
     assert plan.scaled and max(plan.work_size) == 128
     small_mask = plan.crop_mask(mask)
     assert small_mask.shape == (plan.work_size[1], plan.work_size[0])

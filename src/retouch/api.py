@@ -606,12 +606,11 @@ class Toolkit:
         outputs: list[Pixels] = []
         results: list[ImageResult] = []
         for plan in plans:
-            region_mask = np.zeros_like(mask)
-            left, top, right, bottom = plan.box
-            region_mask[top:bottom, left:right] = mask[top:bottom, left:right]
+            # Boxes never overlap and hold only their own region (regions() merges any that
+            # would), so the mask itself serves every plan; each output is copied once.
             work_pixels = _provider_pixels(plan.crop(picture.pixels), spec)  # crop, then convert
             work_pixels, (work_h, work_w) = compose.pad_to_multiple(work_pixels, spec.size_multiple)
-            work_mask, _ = compose.pad_to_multiple(plan.crop_mask(region_mask), spec.size_multiple)
+            work_mask, _ = compose.pad_to_multiple(plan.crop_mask(mask), spec.size_multiple)
             _check_sides(work_pixels.shape[1], work_pixels.shape[0], spec, provider.info.name)
             work_request = dataclasses.replace(
                 request, image=picture.with_pixels(work_pixels), mask=work_mask
@@ -619,13 +618,13 @@ class Toolkit:
             result = provider.run(work_request, progress)
             results.append(result)
             if not outputs:
-                outputs = [picture.pixels] * len(result.images)
+                outputs = [picture.pixels.copy() for _ in result.images]
             for index, out in enumerate(result.images):
                 _check_size(
                     out.pixels, work_pixels.shape[1], work_pixels.shape[0], provider.info.name
                 )
-                outputs[index] = plan.stitch(
-                    outputs[index], out.pixels[:work_h, :work_w], region_mask, feather=feather
+                plan.stitch_into(
+                    outputs[index], out.pixels[:work_h, :work_w], mask, feather=feather
                 )
             if plan.scaled:
                 warnings.append(

@@ -192,21 +192,20 @@ class CropPlan:
     def stitch(
         self, original: Pixels, work_result: Pixels, mask: Mask, *, feather: int = 0
     ) -> Pixels:
-        """Scale the provider's result back and paste it into ``original`` through ``mask``."""
-        left, top, right, bottom = self.box
-        result = resize_pixels(work_result, self.box_size) if self.scaled else work_result
+        """Scale the provider's result back and paste it into a copy of ``original`` through ``mask``."""
         out = original.copy()
-        out[top:bottom, left:right] = paste_back(
-            original[top:bottom, left:right], result, mask[top:bottom, left:right], feather=feather
-        )
+        self.stitch_into(out, work_result, mask, feather=feather)
         return out
 
-
-def plan_crop(
-    size: tuple[int, int], mask: Mask, *, margin: int, working_size: int | None
-) -> CropPlan:
-    """A crop around the mask with ``margin`` px of context, scaled to fit ``working_size``."""
-    return plan_box(mask_ops.crop_to_mask(mask, margin), working_size=working_size)
+    def stitch_into(
+        self, target: Pixels, work_result: Pixels, mask: Mask, *, feather: int = 0
+    ) -> None:
+        """``stitch`` in place: only the plan's box of ``target`` is written."""
+        left, top, right, bottom = self.box
+        result = resize_pixels(work_result, self.box_size) if self.scaled else work_result
+        target[top:bottom, left:right] = paste_back(
+            target[top:bottom, left:right], result, mask[top:bottom, left:right], feather=feather
+        )
 
 
 def plan_box(box: tuple[int, int, int, int], *, working_size: int | None) -> CropPlan:

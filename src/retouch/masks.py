@@ -317,12 +317,16 @@ def regions(mask: Mask, margin: int) -> list[Box]:
     whose boxes overlap are merged, so no pixel is worked on twice."""
     import cv2
 
-    count, _, stats, _ = cv2.connectedComponentsWithStats(
-        (mask > 0).astype(np.uint8), connectivity=8
-    )
+    outer = bounding_box(mask)
+    if outer is None:
+        return []
+    left, top, right, bottom = outer
+    # Label only inside the mask's box: a small mark on a big photo stays cheap.
+    selected = (mask[top:bottom, left:right] > 0).astype(np.uint8)
+    count, _, stats, _ = cv2.connectedComponentsWithStats(selected, connectivity=8)
     size = (mask.shape[1], mask.shape[0])
     boxes = [
-        expand_box((int(x), int(y), int(x + w), int(y + h)), margin, size)
+        expand_box((left + int(x), top + int(y), left + int(x + w), top + int(y + h)), margin, size)
         for x, y, w, h in stats[1:count, :4]
     ]
     merged = True

@@ -79,7 +79,7 @@ class NoOptions:
 _patchmatch_lock = threading.Lock()
 
 
-def _patchmatch_fill(rgb: Pixels, hole: Pixels, *, patch_size: int, seed: int) -> Pixels:
+def patchmatch_fill(rgb: Pixels, hole: Pixels, *, patch_size: int, seed: int) -> Pixels:
     try:
         import patchmatch
     except ImportError as exc:
@@ -94,7 +94,7 @@ def _patchmatch_fill(rgb: Pixels, hole: Pixels, *, patch_size: int, seed: int) -
     return out
 
 
-def _draw_seed(seed: int | None) -> int:
+def draw_seed(seed: int | None) -> int:
     return seed if seed is not None else random.SystemRandom().randrange(2**32)
 
 
@@ -135,8 +135,8 @@ class ClassicProvider:
         progress(Progress("erase", 0, 1))
         seed: int | None = None
         if options.method == "patchmatch":
-            seed = _draw_seed(request.seed)
-            filled = _patchmatch_fill(rgb, hole, patch_size=options.patch_size, seed=seed)
+            seed = draw_seed(request.seed)
+            filled = patchmatch_fill(rgb, hole, patch_size=options.patch_size, seed=seed)
         else:
             import cv2
 
@@ -159,8 +159,8 @@ class ClassicProvider:
             feather=options.feather,
         )
         progress(Progress("outpaint", 0, 1))
-        seed = _draw_seed(request.seed)
-        filled = _patchmatch_fill(canvas, fill, patch_size=options.patch_size, seed=seed)
+        seed = draw_seed(request.seed)
+        filled = patchmatch_fill(canvas, fill, patch_size=options.patch_size, seed=seed)
         progress(Progress("outpaint", 1, 1))
         return ImageResult(
             images=[ResultImage(pixels=filled, seed=seed)], provider=NAME, model="patchmatch"

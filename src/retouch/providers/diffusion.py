@@ -247,10 +247,10 @@ class DiffusersProvider:
                 feather=16,
             )
             if options.prefill:
-                from retouch.providers.classic import _draw_seed, _patchmatch_fill
+                from retouch.providers.classic import draw_seed, patchmatch_fill
 
-                canvas = _patchmatch_fill(
-                    canvas, fill_mask, patch_size=5, seed=_draw_seed(request.seed)
+                canvas = patchmatch_fill(
+                    canvas, fill_mask, patch_size=5, seed=draw_seed(request.seed)
                 )
             rgb, mask = canvas, fill_mask
         elif isinstance(request, InpaintRequest):
