@@ -178,5 +178,6 @@ def test_distant_marks_are_worked_on_as_separate_small_crops(astronaut: np.ndarr
     )
     assert seen == [(168, 168), (178, 178)]  # two small crops, not one 1864 px box scaled to 512
     assert result.usage["regions"] == 2 and not result.warnings
+    assert result.usage["work_sizes"] == [[168, 168], [178, 178]]
     out = result.image.pixels
     assert np.array_equal(out[mask == 0], big[mask == 0]) and (out[mask > 0] == 0).all()

@@ -636,7 +636,7 @@ class Toolkit:
             result.usage = {
                 **result.usage,
                 "regions": len(results),
-                "work_sizes": [r.usage.get("work_size") for r in results],
+                "work_sizes": [list(plan.work_size) for plan in plans],
             }
             result.warnings = [w for r in results for w in r.warnings]
         return self._finish(result, picture, outputs, request, warnings, started)
