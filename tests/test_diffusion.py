@@ -11,12 +11,20 @@ import pytest
 pytest.importorskip("diffusers")
 
 from retouch.api import Toolkit
-from retouch.errors import Cancelled, InvalidRequest
+from retouch.errors import Cancelled, InvalidRequest, ModelNotAvailable
 from retouch.models.store import ModelStore
+from retouch.providers.diffusion import DiffusersOptions
 from retouch.types import Progress
 
 from .conftest import box_mask
-from .tiny_sd import build, build_controlnet
+from .tiny_sd import (
+    build,
+    build_controlnet,
+    build_lora,
+    build_tiny_vae,
+    config_only,
+    single_file,
+)
 
 TOOLKIT = Toolkit()  # one toolkit, so each pipeline loads once for the module
 
@@ -25,10 +33,18 @@ TOOLKIT = Toolkit()  # one toolkit, so each pipeline loads once for the module
 def tiny(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("sd")
     plain = build(root / "plain", inpaint_unet=False)
+    inpaint = build(root / "inpaint")
     return {
-        "inpaint": build(root / "inpaint"),
+        "inpaint": inpaint,
         "plain": plain,
         "controlnet": build_controlnet(plain, root / "controlnet"),
+        "safetensors": single_file(inpaint, root / "inpaint.safetensors"),
+        "ckpt": single_file(inpaint, root / "inpaint.ckpt"),
+        "plain_safetensors": single_file(plain, root / "plain.safetensors"),
+        "config": config_only(inpaint, root / "config"),
+        "plain_config": config_only(plain, root / "plain-config"),
+        "lora": build_lora(inpaint, root / "lora" / "lcm-lora.safetensors"),
+        "tiny_vae": build_tiny_vae(root / "taesd"),
     }
 
 
@@ -183,7 +199,6 @@ def test_a_folder_path_runs_with_an_empty_store(
     scene: tuple[np.ndarray, np.ndarray],
 ) -> None:
     from retouch.cli import main
-    from retouch.errors import ModelNotAvailable
 
     monkeypatch.setenv("RETOUCH_HOME", str(tmp_path / "empty"))
     photo, mask = scene
@@ -267,3 +282,105 @@ def test_controlnet_guided_edit_and_inpaint(
     assert np.array_equal(inpainted.image.pixels[mask == 0], photo[mask == 0])
     with pytest.raises(InvalidRequest, match="could not be loaded as a ControlNet"):
         inpaint(photo, mask, options={"controlnet": str(tiny["plain"] / "vae")})
+
+
+def test_single_file_checkpoints_load_to_the_same_pipeline(
+    store: ModelStore,
+    tiny: dict[str, Path],
+    scene: tuple[np.ndarray, np.ndarray],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Original-layout .safetensors and .ckpt files (weights only, configuration from a
+    weightless folder, so nothing can come from the folder's own weights) give the very
+    pixels the diffusers folder gives."""
+    photo, mask = scene
+    folder = inpaint(photo, mask, seed=7, options={"model": str(tiny["inpaint"])}).image.pixels
+    for key in ("safetensors", "ckpt"):
+        options = {"model": str(tiny[key]), "config": str(tiny["config"])}
+        assert np.array_equal(inpaint(photo, mask, seed=7, options=options).image.pixels, folder)
+    plain_folder = inpaint(photo, mask, seed=7, options={"model": str(tiny["plain"])})
+    plain_file = inpaint(
+        photo,
+        mask,
+        seed=7,
+        options={"model": str(tiny["plain_safetensors"]), "config": str(tiny["plain_config"])},
+    )
+    assert np.array_equal(plain_file.image.pixels, plain_folder.image.pixels)
+    # Registered in the store under a name, with its config folder registered too.
+    store.add("tiny-file", tiny["safetensors"], task="inpaint")
+    store.add("tiny-config", tiny["config"], task="inpaint")
+    named = inpaint(photo, mask, seed=7, options={"model": "tiny-file", "config": "tiny-config"})
+    assert np.array_equal(named.image.pixels, folder)
+    # Offline, a single file without a config is refused before any network is tried.
+    monkeypatch.setenv("RETOUCH_OFFLINE", "1")
+    with pytest.raises(InvalidRequest, match="config=FOLDER"):
+        inpaint(photo, mask, options={"model": str(tiny["safetensors"])})
+    with pytest.raises(InvalidRequest, match="no Stable Diffusion UNet"):
+        inpaint(photo, mask, options={"model": str(tiny["lora"]), "config": str(tiny["config"])})
+    broken = tiny["config"].parent / "broken.safetensors"
+    broken.write_bytes(b"not a checkpoint")
+    with pytest.raises(InvalidRequest, match=r"not a readable \.safetensors"):
+        inpaint(photo, mask, options={"model": str(broken)})
+    assert broken.read_bytes() == b"not a checkpoint"  # nothing touched
+
+
+def test_lora_fast_path_and_tiny_vae(
+    store: ModelStore, tiny: dict[str, Path], scene: tuple[np.ndarray, np.ndarray]
+) -> None:
+    photo, mask = scene
+    base = inpaint(photo, mask, seed=8).image.pixels
+    lora = {"lora": str(tiny["lora"])}
+    with_lora = inpaint(photo, mask, seed=8, options=lora).image.pixels
+    assert not np.array_equal(with_lora, base)
+    assert np.array_equal(inpaint(photo, mask, seed=8, options=lora).image.pixels, with_lora)
+    off = inpaint(photo, mask, seed=8, options={**lora, "lora_scale": 0.0}).image.pixels
+    assert np.array_equal(off, base)  # fused at scale 0: the UNet is unchanged
+    # The base pipeline was not changed by fusing (each setup is its own load).
+    assert np.array_equal(inpaint(photo, mask, seed=8).image.pixels, base)
+
+    small = inpaint(photo, mask, seed=8, options={"tiny_vae": str(tiny["tiny_vae"])})
+    assert not np.array_equal(small.image.pixels, base)
+    assert np.array_equal(small.image.pixels[mask == 0], photo[mask == 0])
+
+    # fast: LCM-LoRA and tiny VAE found in the store by task; 4 LCM steps, guidance 1.
+    with pytest.raises(ModelNotAvailable, match="lcm-lora-sdv1-5"):
+        TOOLKIT.inpaint(photo, mask, "x", provider="diffusers", options={"fast": True})
+    store.add("my-lcm-lora", tiny["lora"], task="lora")
+    store.add("my-taesd", tiny["tiny_vae"], task="vae")
+    steps: list[Progress] = []
+    fast = TOOLKIT.inpaint(
+        photo,
+        mask,
+        "x",
+        provider="diffusers",
+        seed=8,
+        options={"fast": True},
+        progress=steps.append,
+    )
+    assert [r.step for r in steps if r.stage == "diffusion"] == [0, 1, 2, 3, 4]
+    pipe = TOOLKIT.registry.get("diffusers").load(DiffusersOptions(fast=True))  # type: ignore[attr-defined]
+    assert type(pipe.inpaint.scheduler).__name__ == "LCMScheduler"
+    assert type(pipe.inpaint.vae).__name__ == "AutoencoderTiny"
+    assert np.array_equal(fast.image.pixels[mask == 0], photo[mask == 0])
+    with pytest.raises(InvalidRequest, match="could not be loaded as a AutoencoderTiny"):
+        inpaint(photo, mask, options={"tiny_vae": str(tiny["controlnet"])})
+
+
+def test_dtype_choices(
+    store: ModelStore, scene: tuple[np.ndarray, np.ndarray], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import retouch.providers.diffusion as diffusion
+
+    photo, mask = scene
+    with pytest.raises(InvalidRequest, match="float16 is for GPUs"):
+        inpaint(photo, mask, options={"dtype": "float16"})
+    with pytest.raises(InvalidRequest, match="dtype must be"):
+        inpaint(photo, mask, options={"dtype": "int8"})
+    if diffusion.cpu_has_bf16():
+        half = inpaint(photo, mask, seed=1, options={"dtype": "bfloat16"}).image.pixels
+        full = inpaint(photo, mask, seed=1).image.pixels
+        assert np.array_equal(half[mask == 0], photo[mask == 0])
+        assert np.abs(half.astype(float) - full).mean() < 8  # the same picture, rounded
+    monkeypatch.setattr(diffusion, "cpu_has_bf16", lambda: False)
+    with pytest.raises(InvalidRequest, match="emulated"):
+        inpaint(photo, mask, options={"dtype": "bfloat16", "threads": 1})

@@ -117,3 +117,199 @@ def build_controlnet(base: Path, folder: Path) -> Path:
                 parameter.copy_(torch.randn(parameter.shape, generator=generator) * 0.5)
     controlnet.save_pretrained(str(folder))
     return folder
+
+
+RESNET_TO_LDM = (
+    ("norm1", "in_layers.0"),
+    ("conv1", "in_layers.2"),
+    ("norm2", "out_layers.0"),
+    ("conv2", "out_layers.3"),
+    ("time_emb_proj", "emb_layers.1"),
+    ("conv_shortcut", "skip_connection"),
+)
+VAE_ATTENTION_TO_LDM = (
+    ("group_norm", "norm"),
+    ("to_q", "q"),
+    ("to_k", "k"),
+    ("to_v", "v"),
+    ("to_out.0", "proj_out"),
+)
+
+
+def _rename(rest: str, pairs: tuple[tuple[str, str], ...]) -> str:
+    head, _, tail = rest.rpartition(".")  # tail is weight / bias
+    for new, old in pairs:
+        if head == new:
+            return f"{old}.{tail}"
+    return rest
+
+
+def unet_to_ldm(state: dict[str, object], layers_per_block: int) -> dict[str, object]:
+    """Diffusers UNet keys -> the original (CompVis / A1111) layout, written from the layout
+    itself; the test proves it by loading the result back through diffusers."""
+    per = layers_per_block + 1
+    top = {
+        "time_embedding.linear_1": "time_embed.0",
+        "time_embedding.linear_2": "time_embed.2",
+        "conv_in": "input_blocks.0.0",
+        "conv_norm_out": "out.0",
+        "conv_out": "out.2",
+    }
+    up_attention = {
+        key.split(".")[1] for key in state if key.startswith("up_blocks.") and ".attentions." in key
+    }
+    out: dict[str, object] = {}
+    for key, value in state.items():
+        part = key.split(".")
+        head, tail = ".".join(part[:-1]), part[-1]
+        if head in top:
+            ldm = f"{top[head]}.{tail}"
+        elif part[0] == "down_blocks":
+            block = int(part[1])
+            if part[2] == "resnets":
+                index = 1 + block * per + int(part[3])
+                ldm = f"input_blocks.{index}.0." + _rename(".".join(part[4:]), RESNET_TO_LDM)
+            elif part[2] == "attentions":
+                index = 1 + block * per + int(part[3])
+                ldm = f"input_blocks.{index}.1." + ".".join(part[4:])
+            else:  # downsamplers.0.conv
+                ldm = f"input_blocks.{1 + block * per + layers_per_block}.0.op.{tail}"
+        elif part[0] == "mid_block":
+            if part[1] == "resnets":
+                ldm = f"middle_block.{2 * int(part[2])}." + _rename(
+                    ".".join(part[3:]), RESNET_TO_LDM
+                )
+            else:
+                ldm = "middle_block.1." + ".".join(part[3:])
+        elif part[0] == "up_blocks":
+            block = int(part[1])
+            if part[2] == "resnets":
+                index = block * per + int(part[3])
+                ldm = f"output_blocks.{index}.0." + _rename(".".join(part[4:]), RESNET_TO_LDM)
+            elif part[2] == "attentions":
+                index = block * per + int(part[3])
+                ldm = f"output_blocks.{index}.1." + ".".join(part[4:])
+            else:  # upsamplers.0.conv: after the attention when the block has one
+                slot = 2 if part[1] in up_attention else 1
+                ldm = f"output_blocks.{block * per + layers_per_block}.{slot}.conv.{tail}"
+        else:
+            raise KeyError(key)
+        out["model.diffusion_model." + ldm] = value
+    return out
+
+
+def vae_to_ldm(state: dict[str, object], blocks: int) -> dict[str, object]:
+    out: dict[str, object] = {}
+    for key, value in state.items():
+        part = key.split(".")
+        tail = part[-1]
+        if part[1] == "down_blocks":  # encoder
+            if part[3] == "resnets":
+                rest = ".".join(part[5:]).replace("conv_shortcut", "nin_shortcut")
+                ldm = f"encoder.down.{part[2]}.block.{part[4]}.{rest}"
+            else:
+                ldm = f"encoder.down.{part[2]}.downsample.conv.{tail}"
+        elif part[1] == "up_blocks":  # decoder, numbered the other way round
+            block = blocks - 1 - int(part[2])
+            if part[3] == "resnets":
+                rest = ".".join(part[5:]).replace("conv_shortcut", "nin_shortcut")
+                ldm = f"decoder.up.{block}.block.{part[4]}.{rest}"
+            else:
+                ldm = f"decoder.up.{block}.upsample.conv.{tail}"
+        elif part[1] == "mid_block":
+            if part[2] == "resnets":
+                ldm = f"{part[0]}.mid.block_{int(part[3]) + 1}." + ".".join(part[4:])
+            else:
+                ldm = f"{part[0]}.mid.attn_1." + _rename(".".join(part[4:]), VAE_ATTENTION_TO_LDM)
+                value = (
+                    value[:, :, None, None] if ldm.endswith("weight") and value.ndim == 2 else value
+                )  # type: ignore[attr-defined]
+        elif part[1] == "conv_norm_out":
+            ldm = f"{part[0]}.norm_out.{tail}"
+        else:
+            ldm = key
+        out["first_stage_model." + ldm] = value
+    return out
+
+
+def single_file(folder: Path, path: Path) -> Path:
+    """The pipeline in ``folder`` as one original-layout checkpoint (.safetensors or .ckpt),
+    as A1111/Civitai files are."""
+    import torch
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import CLIPTextModel
+
+    unet = UNet2DConditionModel.from_pretrained(str(folder / "unet"))
+    vae = AutoencoderKL.from_pretrained(str(folder / "vae"))
+    text = CLIPTextModel.from_pretrained(str(folder / "text_encoder"))
+    state: dict[str, object] = {}
+    state.update(unet_to_ldm(dict(unet.state_dict()), unet.config.layers_per_block))
+    state.update(vae_to_ldm(dict(vae.state_dict()), len(vae.config.down_block_types)))
+    # Original checkpoints name the text model's weights text_model.*; transformers 5 drops
+    # that prefix from its own state dict.
+    state.update(
+        {
+            "cond_stage_model.transformer."
+            + ("" if k.startswith("text_model.") else "text_model.")
+            + k: v
+            for k, v in text.state_dict().items()
+        }
+    )
+    tensors = {k: v.contiguous() for k, v in state.items()}  # type: ignore[attr-defined]
+    if path.suffix == ".safetensors":
+        from safetensors.torch import save_file
+
+        save_file(tensors, str(path))
+    else:
+        torch.save({"state_dict": tensors}, str(path))
+    return path
+
+
+def config_only(folder: Path, out: Path) -> Path:
+    """A copy of the folder without any weights: configuration, tokenizer and scheduler."""
+    import shutil
+
+    shutil.copytree(folder, out, ignore=shutil.ignore_patterns("*.safetensors", "*.bin"))
+    return out
+
+
+def build_lora(base: Path, path: Path) -> Path:
+    """A rank-4 LoRA on the tiny UNet's attention, random (not zero) on both factors so it
+    changes the output; saved the way diffusers saves LoRAs (LCM-LoRA files load the same)."""
+    import torch
+    from diffusers import StableDiffusionPipeline, UNet2DConditionModel
+    from diffusers.utils import convert_state_dict_to_diffusers
+    from peft import LoraConfig
+    from peft.utils import get_peft_model_state_dict
+
+    torch.manual_seed(2)
+    unet = UNet2DConditionModel.from_pretrained(str(base / "unet"))
+    unet.add_adapter(
+        LoraConfig(
+            r=4,
+            lora_alpha=4,
+            target_modules=["to_q", "to_k", "to_v", "to_out.0"],
+            init_lora_weights=False,
+        )
+    )
+    state = convert_state_dict_to_diffusers(get_peft_model_state_dict(unet))
+    StableDiffusionPipeline.save_lora_weights(
+        str(path.parent), unet_lora_layers=state, weight_name=path.name
+    )
+    return path
+
+
+def build_tiny_vae(folder: Path) -> Path:
+    """A TAESD-shaped AutoencoderTiny that downsamples by 2, like the tiny VAE."""
+    import torch
+    from diffusers import AutoencoderTiny
+
+    torch.manual_seed(3)
+    AutoencoderTiny(
+        encoder_block_out_channels=(16, 16),
+        decoder_block_out_channels=(16, 16),
+        num_encoder_blocks=(1, 1),
+        num_decoder_blocks=(1, 1),
+        latent_channels=4,
+    ).save_pretrained(str(folder))
+    return folder

@@ -483,7 +483,12 @@ def _models_parser(sub: Any) -> None:
     add = actions.add_parser("add", help="register a local file under a name")
     add.add_argument("name")
     add.add_argument("path", type=Path)
-    add.add_argument("--task", required=True, help="the operation it serves: erase, upscale, ...")
+    add.add_argument(
+        "--task",
+        required=True,
+        help="the operation it serves (erase, upscale, inpaint, ...), or what it helps: "
+        "lora, vae (a tiny VAE), controlnet, depth",
+    )
     add.add_argument("--format", help="onnx, ncnn, safetensors, diffusers (default: from the file)")
     path = actions.add_parser("path", help="print where a model's file is")
     path.add_argument("name")

@@ -22,6 +22,9 @@ from retouch.types import ProgressCallback, no_progress
 
 HOME_ENV = "RETOUCH_HOME"
 OFFLINE_ENV = "RETOUCH_OFFLINE"
+SUPPORT_TASKS = ("lora", "vae", "controlnet", "depth")
+"""Models that serve another model rather than an operation: LoRAs (an LCM-LoRA), tiny VAEs
+(TAESD), ControlNets, depth estimators (for depth ControlNets)."""
 
 
 def default_home() -> Path:
@@ -281,8 +284,9 @@ class ModelStore:
         """Register a local file under ``name`` (the file stays where it is)."""
         from retouch.types import OPERATIONS
 
-        if task not in OPERATIONS:
-            raise InvalidRequest(f"task must be one of {', '.join(OPERATIONS)}, not {task!r}")
+        tasks = (*OPERATIONS, *SUPPORT_TASKS)
+        if task not in tasks:
+            raise InvalidRequest(f"task must be one of {', '.join(tasks)}, not {task!r}")
         source = path.expanduser().resolve()
         if not source.exists():
             raise InvalidRequest(f"{path}: no such file or folder")

@@ -80,6 +80,21 @@ class DiffusersOptions:
     """A ControlNet (store name or diffusers folder) to guide the result by the input's edges."""
     canny_low: int = 100
     canny_high: int = 200
+    config: str | None = None
+    """Single-file checkpoints only: where their configuration comes from (a diffusers folder
+    or store name of the same family, or a Hugging Face repo id); default: diffusers infers
+    the family from the weights and reads its cached configuration."""
+    lora: str | None = None
+    """A LoRA (store name or .safetensors file) fused into the UNet, e.g. an LCM-LoRA."""
+    lora_scale: float = 1.0
+    fast: bool = False
+    """Few steps: fuse the LCM-LoRA from the store (or ``lora``), LCM scheduler, 4 steps,
+    guidance 1; and decode with the tiny VAE (TAESD) when the store has one."""
+    tiny_vae: str | None = None
+    """A tiny VAE (AutoencoderTiny folder or store name, e.g. taesd): much faster decoding."""
+    dtype: str = "auto"
+    """auto (float16 on CUDA, float32 elsewhere), float32, float16 or bfloat16 (CPUs with
+    bfloat16 instructions, or GPUs)."""
 
     def __post_init__(self) -> None:
         if self.scheduler is not None and self.scheduler not in SCHEDULERS:
@@ -90,6 +105,10 @@ class DiffusersOptions:
             raise ValueError("resolution must be 64..4096")
         if self.device not in ("auto", "cpu", "cuda", "mps"):
             raise ValueError("device must be auto, cpu, cuda or mps")
+        if self.dtype not in ("auto", "float32", "float16", "bfloat16"):
+            raise ValueError("dtype must be auto, float32, float16 or bfloat16")
+        if not 0 <= self.lora_scale <= 2:
+            raise ValueError("lora_scale must be 0..2")
 
 
 @dataclass
@@ -101,6 +120,21 @@ class Loaded:
     lock: threading.Lock
     extra: dict[tuple[str, bool], Any] = field(default_factory=dict)
     """ControlNet pipelines built on these components, by ControlNet path and masked or not."""
+    defaults: tuple[int, float] = (30, 7.5)
+    """Steps and guidance when the request gives none (few-step setups need others)."""
+    scheduler: str | None = None
+    """The scheduler the setup needs (LCM for an LCM-LoRA), unless the request names one."""
+
+    def __post_init__(self) -> None:
+        self.base_scheduler = self.inpaint.scheduler
+
+    def make_scheduler(self, name: str | None) -> Any:
+        if name is None:
+            return self.base_scheduler
+        import diffusers
+
+        cls = getattr(diffusers, SCHEDULERS[name])
+        return cls.from_config(self.base_scheduler.config)
 
 
 def _device(choice: str) -> str:
@@ -135,7 +169,7 @@ class DiffusersProvider:
     )
 
     def __init__(self) -> None:
-        self._cache: dict[tuple[str, str], Loaded] = {}
+        self._cache: dict[tuple[object, ...], Loaded] = {}
         self._lock = threading.Lock()
 
     def _models(self) -> list[str]:
@@ -169,37 +203,83 @@ class DiffusersProvider:
             if not models:
                 raise ModelNotAvailable("sd15-inpainting")
             name = models[0]
-        path = Path(name)
-        if not path.exists():
-            from retouch.models.store import ModelStore
-
-            path = ModelStore().path(name)
+        path = _resolve(name)
         device = _device(options.device)
-        key = (str(path), device)
+        dtype = _dtype(options.dtype, device)  # checked on every request, not only on loading
+        lora = _resolve(options.lora) if options.lora else None
+        if options.fast and lora is None:
+            lora = _store_model("lora", "lcm-lora-sdv1-5")
+        tiny_vae = _resolve(options.tiny_vae) if options.tiny_vae else None
+        if options.fast and tiny_vae is None:
+            tiny_vae = _store_model("vae", None)
+        key = (
+            str(path),
+            device,
+            options.dtype,
+            str(lora),
+            options.lora_scale,
+            str(tiny_vae),
+            options.fast,
+            options.config,
+        )
         with self._lock:
             if key not in self._cache:
-                self._cache[key] = self._load(path, device, options)
+                loaded = self._load(path, device, dtype, options)
+                self._setup(loaded, options, lora, tiny_vae)
+                self._cache[key] = loaded
             return self._cache[key]
 
-    def _load(self, path: Path, device: str, options: DiffusersOptions) -> Loaded:
+    @staticmethod
+    def _setup(
+        loaded: Loaded, options: DiffusersOptions, lora: Path | None, tiny_vae: Path | None
+    ) -> None:
+        """Fuse a LoRA and swap in a tiny VAE; few-step defaults for an LCM setup."""
+        pipes = [p for p in (loaded.inpaint, loaded.img2img) if p is not None]
+        if lora is not None:
+            if not module_available("peft"):
+                raise DependencyMissing("peft", "diffusion", "LoRA weights")
+            try:
+                loaded.inpaint.load_lora_weights(str(lora), adapter_name="retouch")
+            except (OSError, ValueError, KeyError) as exc:
+                raise InvalidRequest(f"{lora} could not be loaded as a LoRA: {exc}") from exc
+            loaded.inpaint.fuse_lora(lora_scale=options.lora_scale)
+            loaded.inpaint.unload_lora_weights()  # the fused weights stay; the adapter goes
+        if tiny_vae is not None:
+            from diffusers import AutoencoderTiny
+
+            _check_class(tiny_vae, "AutoencoderTiny")
+            base = loaded.inpaint.vae
+            vae = AutoencoderTiny.from_pretrained(str(tiny_vae), torch_dtype=base.dtype)  # type: ignore[no-untyped-call]
+            if base.device.type != "cpu":
+                vae = vae.to(base.device)
+            for pipe in pipes:
+                pipe.vae = vae  # the components are shared, so every pipeline decodes with it
+        if options.fast:
+            loaded.defaults = (4, 1.0)
+            loaded.scheduler = "LCM"
+
+    def _load(self, path: Path, device: str, dtype: Any, options: DiffusersOptions) -> Loaded:
         import torch
         from diffusers import AutoPipelineForImage2Image, AutoPipelineForInpainting
 
-        if not path.is_dir() or not (path / "model_index.json").is_file():
+        if path.is_file() and path.suffix.lower() in SINGLE_FILE_SUFFIXES:
+            inpaint = _single_file(path, dtype, options.config)
+        elif path.is_dir() and (path / "model_index.json").is_file():
+            try:
+                inpaint = AutoPipelineForInpainting.from_pretrained(  # type: ignore[no-untyped-call]
+                    str(path), dtype=dtype, safety_checker=None, requires_safety_checker=False
+                )
+            except (OSError, ValueError) as exc:
+                raise InvalidRequest(
+                    f"{path} could not be loaded as a Stable Diffusion pipeline: {exc}"
+                ) from exc
+        else:
             raise InvalidRequest(
-                f"{path} is not a diffusers folder (no model_index.json); single .safetensors files are not supported yet"
+                f"{path} is not a diffusers folder (no model_index.json) nor a single "
+                f"{'/'.join(SINGLE_FILE_SUFFIXES)} checkpoint"
             )
-        torch.set_num_threads(options.threads or default_threads())
-        dtype = torch.float16 if device == "cuda" else torch.float32
-        try:
-            inpaint = AutoPipelineForInpainting.from_pretrained(  # type: ignore[no-untyped-call]
-                str(path), dtype=dtype, safety_checker=None, requires_safety_checker=False
-            )
-        except (OSError, ValueError) as exc:
-            raise InvalidRequest(
-                f"{path} could not be loaded as a Stable Diffusion pipeline: {exc}"
-            ) from exc
-        inpaint = inpaint.to(device)
+        if device != "cpu":  # loaded on the CPU; moving there again only logs warnings
+            inpaint = inpaint.to(device)
         # An inpainting UNet (9 input channels) edits whole images through its own pipeline
         # with a full mask; a plain checkpoint gets the img2img pipeline.
         img2img = (
@@ -267,8 +347,8 @@ class DiffusersProvider:
             request.seed if request.seed is not None else random.SystemRandom().randrange(2**32 - n)
         )
         seeds = [first + i for i in range(n)]
-        steps = getattr(request, "steps", None) or 30
-        guidance = getattr(request, "guidance", None) or 7.5
+        steps = getattr(request, "steps", None) or loaded.defaults[0]
+        guidance = getattr(request, "guidance", None) or loaded.defaults[1]
         prompt = getattr(request, "prompt", None) or ""
         if mask is None and loaded.img2img is None:
             mask = np.full(rgb.shape[:2], 255, np.uint8)
@@ -277,6 +357,10 @@ class DiffusersProvider:
         if options.controlnet:
             pipe, control = self._controlnet(loaded, options, mask is not None, rgb)
         with loaded.lock:
+            if loaded.inpaint.device.type == "cpu":
+                import torch
+
+                torch.set_num_threads(options.threads or default_threads())
             if options.attention_slicing:
                 pipe.enable_attention_slicing()
             else:
@@ -285,12 +369,9 @@ class DiffusersProvider:
                 pipe.vae.enable_tiling()
             else:
                 pipe.vae.disable_tiling()
-            if options.scheduler:
-                import diffusers
-
-                pipe.scheduler = getattr(diffusers, SCHEDULERS[options.scheduler]).from_config(
-                    pipe.scheduler.config
-                )
+            # Each request gets the scheduler it names (or the setup's own): a cached pipeline
+            # never keeps the previous request's choice.
+            pipe.scheduler = loaded.make_scheduler(options.scheduler or loaded.scheduler)
             images = self._call(
                 pipe,
                 prompt,
@@ -342,12 +423,15 @@ class DiffusersProvider:
             if key not in loaded.extra:
                 _check_class(path, "ControlNetModel")
                 try:
-                    model = ControlNetModel.from_pretrained(str(path))  # type: ignore[no-untyped-call]
+                    model = ControlNetModel.from_pretrained(  # type: ignore[no-untyped-call]
+                        str(path), torch_dtype=loaded.inpaint.unet.dtype
+                    )
                 except (OSError, ValueError) as exc:
                     raise InvalidRequest(
                         f"{path} could not be loaded as a ControlNet: {exc}"
                     ) from exc
-                model = model.to(device=loaded.inpaint.device, dtype=loaded.inpaint.unet.dtype)
+                if loaded.inpaint.device.type != "cpu":
+                    model = model.to(loaded.inpaint.device)
                 components = {
                     k: v for k, v in loaded.inpaint.components.items() if k != "image_encoder"
                 }
@@ -440,6 +524,132 @@ def _check_class(path: Path, expected: str) -> None:
         raise InvalidRequest(
             f"{path} could not be loaded as a {expected}: its config.json declares {declared!r}"
         )
+
+
+SINGLE_FILE_SUFFIXES = (".safetensors", ".ckpt")
+
+
+def _resolve(name: str) -> Path:
+    """A path as given, else a model-store name."""
+    path = Path(name).expanduser()
+    if path.exists():
+        return path
+    from retouch.models.store import ModelStore
+
+    return ModelStore().path(name)
+
+
+def _store_model(task: str, suggested: str | None) -> Path | None:
+    """The first model of a support task (lora, vae) on this machine; for the LCM-LoRA,
+    its absence is an error that says how to get it."""
+    from retouch.models.store import ModelStore
+
+    store = ModelStore()
+    names = store.names_for(task)
+    if names:
+        return store.path(names[0])
+    if suggested is not None:
+        raise ModelNotAvailable(
+            suggested,
+            f"or name a LoRA: --option lora=FILE, or add one: retouch models add NAME FILE --task {task}",
+        )
+    return None
+
+
+def _dtype(choice: str, device: str) -> Any:
+    import torch
+
+    if choice == "auto":
+        return torch.float16 if device == "cuda" else torch.float32
+    if choice == "bfloat16" and device == "cpu" and not cpu_has_bf16():
+        raise InvalidRequest(
+            "dtype=bfloat16 on this CPU would be emulated (no AVX512-BF16/AMX): slower, not "
+            "faster; use float32"
+        )
+    if choice == "float16" and device == "cpu":
+        raise InvalidRequest("dtype=float16 is for GPUs; on a CPU use float32 (or bfloat16)")
+    return getattr(torch, choice)
+
+
+def cpu_has_bf16() -> bool:
+    """Whether this CPU computes bfloat16 natively (x86 AVX512-BF16 or AMX)."""
+    import torch
+
+    probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return any(bool(getattr(torch.cpu, probe, lambda: False)()) for probe in probes)
+
+
+def _single_file(path: Path, dtype: Any, config: str | None) -> Any:
+    """An original-layout (A1111 / Civitai) checkpoint: SD 1.x/2.x or SDXL by its keys; the
+    configuration from ``config`` or, by default, the one diffusers infers for the family."""
+    from diffusers import StableDiffusionInpaintPipeline, StableDiffusionXLInpaintPipeline
+
+    from retouch.models.store import offline_by_env
+
+    keys = _checkpoint_keys(path)
+    if not any(k.startswith("model.diffusion_model.") for k in keys):
+        raise InvalidRequest(
+            f"{path} holds no Stable Diffusion UNet (no model.diffusion_model.* weights); is it a LoRA, a VAE or a diffusers part?"
+        )
+    xl = any(k.startswith("conditioner.embedders.1.") for k in keys)
+    cls = StableDiffusionXLInpaintPipeline if xl else StableDiffusionInpaintPipeline
+    where: str | None = None
+    if config is None and offline_by_env():
+        raise InvalidRequest(
+            f"{path} is a single-file checkpoint: it holds weights only, and offline mode "
+            "(RETOUCH_OFFLINE=1) cannot fetch its configuration; pass --option config=FOLDER "
+            "(a diffusers folder of the same family, e.g. sd15-inpainting)"
+        )
+    if config is not None:
+        found = Path(config).expanduser()
+        where = str(found if found.exists() else _config_from_store(config))
+    try:
+        return cls.from_single_file(
+            str(path),
+            config=where,
+            torch_dtype=dtype,
+            local_files_only=offline_by_env(),
+            safety_checker=None,
+            requires_safety_checker=False,
+        )
+    except Exception as exc:  # diffusers, huggingface_hub and httpx raise many kinds here
+        raise InvalidRequest(
+            f"{path} could not be loaded as a {'SDXL' if xl else 'Stable Diffusion'} checkpoint: "
+            f"{str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__}. "
+            "A single file holds weights only; its configuration comes from --option config=FOLDER "
+            "(a diffusers folder of the same family, e.g. a pulled sd15-inpainting) or from "
+            "diffusers' Hugging Face cache (needs network once)"
+        ) from exc
+
+
+def _config_from_store(name: str) -> str:
+    """A store name, else a Hugging Face repo id passed on to diffusers."""
+    from retouch.models.store import ModelStore
+
+    found = ModelStore().find(name)
+    return str(found) if found is not None else name
+
+
+def _checkpoint_keys(path: Path) -> list[str]:
+    if path.suffix.lower() == ".safetensors":
+        from safetensors import safe_open
+
+        try:
+            with safe_open(str(path), "pt") as handle:
+                return list(handle.keys())
+        except Exception as exc:  # safetensors raises its own SafetensorError
+            raise InvalidRequest(f"{path} is not a readable .safetensors file: {exc}") from exc
+    import torch
+
+    try:
+        data = torch.load(str(path), map_location="cpu", mmap=True, weights_only=True)
+    except Exception as exc:  # pickle, zip and weights-only errors
+        raise InvalidRequest(f"{path} is not a readable .ckpt checkpoint: {exc}") from exc
+    while isinstance(data, dict) and "state_dict" in data:
+        data = data["state_dict"]
+    if not isinstance(data, dict):
+        raise InvalidRequest(f"{path} holds no state dict")
+    return [str(k) for k in data]
 
 
 def _multiple(value: float, multiple: int) -> int:
