@@ -384,3 +384,83 @@ def test_dtype_choices(
     monkeypatch.setattr(diffusion, "cpu_has_bf16", lambda: False)
     with pytest.raises(InvalidRequest, match="emulated"):
         inpaint(photo, mask, options={"dtype": "bfloat16", "threads": 1})
+
+
+def test_a_diffusers_folder_pulled_by_name_runs(
+    tiny: dict[str, Path],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    scene: tuple[np.ndarray, np.ndarray],
+) -> None:
+    """`retouch models pull NAME` fetches a diffusers folder file by file from a (local)
+    server, then the model runs by that name; the catalog's few-step defaults apply."""
+    import functools
+    import json
+    import threading
+    from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+
+    from PIL import Image
+
+    from retouch.cli import main
+
+    class Quiet(SimpleHTTPRequestHandler):
+        def log_message(self, *args: object) -> None:
+            pass
+
+    folder = tiny["inpaint"]
+    files = sorted(
+        str(p.relative_to(folder))
+        for p in folder.rglob("*")
+        if p.is_file() and not p.relative_to(folder).parts[0].startswith("_")
+    )
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=str(folder)))
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        catalog = tmp_path / "catalog.json"
+        entry = {
+            "name": "tiny-remote",
+            "task": "inpaint",
+            "format": "diffusers",
+            "file": None,
+            "files": files,
+            "base_urls": [f"http://127.0.0.1:{httpd.server_address[1]}/"],
+            "io": {"steps": 2, "guidance": 1.0},
+        }
+        catalog.write_text(json.dumps({"models": [entry]}))
+        monkeypatch.setenv("RETOUCH_CATALOG", str(catalog))
+        monkeypatch.setenv("RETOUCH_HOME", str(tmp_path / "home"))
+        assert main(["models", "pull", "tiny-remote", "--trust", "-q"]) == 0
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+    pulled = tmp_path / "home" / "models" / "tiny-remote"
+    assert sorted(str(p.relative_to(pulled)) for p in pulled.rglob("*") if p.is_file()) == files
+    photo, mask = scene
+    steps: list[Progress] = []
+    by_name = Toolkit().inpaint(
+        photo,
+        mask,
+        "a hat",
+        provider="diffusers",
+        seed=4,
+        options={"model": "tiny-remote"},
+        progress=steps.append,
+    )
+    assert max(r.total for r in steps if r.stage == "diffusion") == 2  # the catalog's steps
+    by_folder = Toolkit().inpaint(
+        photo,
+        mask,
+        "a hat",
+        provider="diffusers",
+        seed=4,
+        steps=2,
+        guidance=1.0,
+        options={"model": str(folder)},
+    )
+    assert np.array_equal(by_name.image.pixels, by_folder.image.pixels)
+    Image.fromarray(photo).save(tmp_path / "p.png")
+    Image.fromarray(mask).save(tmp_path / "m.png")
+    argv = ["inpaint", str(tmp_path / "p.png"), "--mask", str(tmp_path / "m.png")]
+    argv += ["--prompt", "a hat", "--provider", "diffusers", "--model", "tiny-remote"]
+    assert main([*argv, "--seed", "4", "-o", str(tmp_path / "o.png"), "-q"]) == 0
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "o.png")), by_name.image.pixels)

@@ -199,8 +199,60 @@ def test_builtin_catalog_is_sound(tmp_path: Path) -> None:
     assert s.verify("u2netp") == [
         ("u2netp", True, "sha256 ok")
     ]  # the published sha256 of the shipped file
-    with pytest.raises(ModelNotAvailable, match="retouch models add sd15-inpainting"):
+    with pytest.raises(ModelNotAvailable, match="retouch models pull sd15-inpainting"):
         s.path("sd15-inpainting")
+    for name in ("sd15-inpainting", "sd-turbo", "taesd", "controlnet-sd15-canny"):
+        assert catalog[name].is_folder and catalog[name].downloadable
+        assert catalog[name].folder_urls[0].startswith("https://huggingface.co/")
+    assert catalog["lcm-lora-sdv1-5"].task == "lora"
+
+
+def folder_entry(name: str, base: str, files: list[object]) -> CatalogEntry:
+    from retouch.models.catalog import _entry
+
+    raw = {"name": name, "task": "inpaint", "format": "diffusers", "file": None}
+    return _entry({**raw, "files": files, "base_urls": [base]}, "test")
+
+
+def test_folder_pull_file_by_file(tmp_path: Path, server: str) -> None:
+    Weights.files.update({"/repo/model_index.json": b'{"a": 1}', "/repo/unet/weights.bin": PAYLOAD})
+    files: list[object] = ["model_index.json", {"file": "unet/weights.bin", "checksum": SHA}]
+    s = store(tmp_path, folder_entry("folder", f"{server}/repo", files))
+    with pytest.raises(InvalidRequest, match="1 of its 2 files have no published checksum"):
+        s.pull("folder")
+    assert s.find("folder") is None
+    folder = s.pull("folder", trust=True)
+    assert folder == s.path("folder") == tmp_path / "home" / "models" / "folder"
+    assert (folder / "unet" / "weights.bin").read_bytes() == PAYLOAD
+    assert json.loads((folder / "model_index.json").read_text()) == {"a": 1}
+    assert [r.state for r in s.records()] == ["downloaded"]
+    # A second pull finds it complete and asks the server for nothing.
+    asked = len(Weights.log)
+    s.pull("folder", trust=True)
+    assert len(Weights.log) == asked
+
+
+def test_folder_pull_with_a_missing_file_is_not_present(tmp_path: Path, server: str) -> None:
+    Weights.files.update({"/repo/model_index.json": b"{}"})
+    s = store(tmp_path, folder_entry("folder", f"{server}/repo", ["model_index.json", "gone.bin"]))
+    with pytest.raises(DownloadError, match="404"):
+        s.pull("folder", trust=True)
+    assert s.find("folder") is None  # half a folder is not a model
+    with pytest.raises(ModelNotAvailable, match="retouch models pull folder"):
+        s.path("folder")
+    Weights.files["/repo/gone.bin"] = b"here now"
+    assert (s.pull("folder", trust=True) / "gone.bin").read_bytes() == b"here now"
+    offline = store(tmp_path / "o", folder_entry("f2", f"{server}/repo", ["a"]), offline=True)
+    with pytest.raises(DownloadError, match="offline"):
+        offline.pull("f2", trust=True)
+
+
+@pytest.mark.parametrize("bad", ["../escape.bin", "/etc/passwd", "a/../../b"])
+def test_folder_files_stay_inside_the_folder(bad: str) -> None:
+    from retouch.errors import ConfigurationError
+
+    with pytest.raises(ConfigurationError, match="relative path inside"):
+        folder_entry("x", "http://127.0.0.1:1/", [bad])
 
 
 def test_user_catalog_from_the_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

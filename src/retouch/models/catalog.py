@@ -38,9 +38,27 @@ class CatalogEntry:
     repo: str | None = None
     note: str | None = None
     extra_files: tuple[ExtraFile, ...] = ()
+    files: tuple[ExtraFile, ...] = ()
+    """A folder model (a diffusers repo): its files, relative paths, fetched from each of
+    ``base_urls`` in turn (default: the ``repo`` on Hugging Face)."""
+    base_urls: tuple[str, ...] = ()
+
+    @property
+    def is_folder(self) -> bool:
+        return bool(self.files)
+
+    @property
+    def folder_urls(self) -> tuple[str, ...]:
+        if self.base_urls:
+            return tuple(u if u.endswith("/") else u + "/" for u in self.base_urls)
+        if self.repo:
+            return (f"https://huggingface.co/{self.repo}/resolve/main/",)
+        return ()
 
     @property
     def downloadable(self) -> bool:
+        if self.is_folder:
+            return bool(self.folder_urls)
         return bool(self.urls) and self.file is not None
 
 
@@ -66,9 +84,21 @@ def _entry(raw: dict[str, Any], source: str) -> CatalogEntry:
                 ExtraFile(e["file"], tuple(e.get("urls") or ()), e.get("checksum"))
                 for e in raw.get("extra_files") or ()
             ),
+            files=tuple(_folder_file(f) for f in raw.get("files") or ()),
+            base_urls=tuple(raw.get("base_urls") or ()),
         )
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise ConfigurationError(f"bad catalog entry in {source}: {exc} ({raw!r:.200})") from exc
+
+
+def _folder_file(raw: str | dict[str, Any]) -> ExtraFile:
+    """``"unet/config.json"`` or ``{"file": ..., "checksum": "sha256:..."}``."""
+    if isinstance(raw, str):
+        raw = {"file": raw}
+    name = str(raw["file"])
+    if name.startswith("/") or ".." in Path(name).parts or "\\" in name:
+        raise ValueError(f"folder file {name!r} must be a relative path inside the folder")
+    return ExtraFile(name, (), raw.get("checksum"))
 
 
 def _read(text: str, source: str) -> list[CatalogEntry]:

@@ -116,6 +116,9 @@ class ModelStore:
         return path if path.is_file() else None
 
     def downloaded_path(self, entry: CatalogEntry) -> Path | None:
+        if entry.is_folder:  # present when every file of the folder is
+            folder = self.models_dir / entry.name
+            return folder if all((folder / f.file).is_file() for f in entry.files) else None
         if entry.file is None:
             return None
         path = self.models_dir / entry.name / entry.file
@@ -226,8 +229,10 @@ class ModelStore:
         existing = self.shipped_path(entry) or self.downloaded_path(entry)
         if existing is not None:
             return existing
-        if not entry.downloadable or entry.file is None:
+        if not entry.downloadable:
             self.path(name)  # raises the right ModelNotAvailable hint
+        if entry.is_folder:
+            return self._pull_folder(entry, trust=trust, progress=progress)
         if entry.checksum is None and not trust:
             raise InvalidRequest(
                 f"{name} has no published checksum, so its download cannot be verified; "
@@ -249,6 +254,29 @@ class ModelStore:
                 )
             self._pull_file(name, extra.urls, extra.checksum, target_dir / extra.file, progress)
         return target
+
+    def _pull_folder(self, entry: CatalogEntry, *, trust: bool, progress: ProgressCallback) -> Path:
+        """Each file of a folder model, resumable one by one; the folder counts as present
+        only when all are there."""
+        unverified = [f.file for f in entry.files if f.checksum is None]
+        if unverified and not trust:
+            raise InvalidRequest(
+                f"{entry.name}: {len(unverified)} of its {len(entry.files)} files have no published "
+                f"checksum, so the download cannot be verified; pass --trust (trust=True) to fetch "
+                f"them from {entry.folder_urls[0]} anyway"
+            )
+        if self.offline:
+            raise DownloadError(
+                f"offline mode ({OFFLINE_ENV}=1): not downloading {entry.name}; unset {OFFLINE_ENV}, or "
+                f"copy the folder here and run: retouch models add {entry.name} FOLDER --task {entry.task}"
+            )
+        folder = self.models_dir / entry.name
+        for item in entry.files:
+            target = folder / item.file
+            target.parent.mkdir(parents=True, exist_ok=True)
+            urls = tuple(base + item.file for base in entry.folder_urls)
+            self._pull_file(f"{entry.name}/{item.file}", urls, item.checksum, target, progress)
+        return folder
 
     def _pull_file(
         self,

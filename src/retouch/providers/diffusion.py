@@ -208,7 +208,7 @@ class DiffusersProvider:
         dtype = _dtype(options.dtype, device)  # checked on every request, not only on loading
         lora = _resolve(options.lora) if options.lora else None
         if options.fast and lora is None:
-            lora = _store_model("lora", "lcm-lora-sdv1-5")
+            lora = _store_model("lora", "lcm-lora-sdv1-5", want="lcm")
         tiny_vae = _resolve(options.tiny_vae) if options.tiny_vae else None
         if options.fast and tiny_vae is None:
             tiny_vae = _store_model("vae", None)
@@ -225,15 +225,22 @@ class DiffusersProvider:
         with self._lock:
             if key not in self._cache:
                 loaded = self._load(path, device, dtype, options)
-                self._setup(loaded, options, lora, tiny_vae)
+                self._setup(loaded, options, lora, tiny_vae, _catalog_io(name))
                 self._cache[key] = loaded
             return self._cache[key]
 
     @staticmethod
     def _setup(
-        loaded: Loaded, options: DiffusersOptions, lora: Path | None, tiny_vae: Path | None
+        loaded: Loaded,
+        options: DiffusersOptions,
+        lora: Path | None,
+        tiny_vae: Path | None,
+        io: dict[str, Any],
     ) -> None:
-        """Fuse a LoRA and swap in a tiny VAE; few-step defaults for an LCM setup."""
+        """Fuse a LoRA and swap in a tiny VAE; few-step defaults for an LCM setup, or the
+        catalog's own for a model that needs them (SD-Turbo: 2 steps, no guidance)."""
+        if "steps" in io:
+            loaded.defaults = (int(io["steps"]), float(io.get("guidance", 7.5)))
         pipes = [p for p in (loaded.inpaint, loaded.img2img) if p is not None]
         if lora is not None:
             if not module_available("peft"):
@@ -539,13 +546,30 @@ def _resolve(name: str) -> Path:
     return ModelStore().path(name)
 
 
-def _store_model(task: str, suggested: str | None) -> Path | None:
-    """The first model of a support task (lora, vae) on this machine; for the LCM-LoRA,
-    its absence is an error that says how to get it."""
+def _catalog_io(name: str) -> dict[str, Any]:
+    if Path(name).expanduser().exists():
+        return {}
+    from retouch.models.store import ModelStore
+
+    entry = ModelStore().entry_for(name)
+    return dict(entry.io) if entry is not None else {}
+
+
+def _store_model(task: str, suggested: str | None, want: str | None = None) -> Path | None:
+    """The first model of a support task (lora, vae) on this machine, of the kind wanted
+    (the catalog's io kind, or the name: an added "my-lcm-lora"); for the LCM-LoRA, its
+    absence is an error that says how to get it."""
     from retouch.models.store import ModelStore
 
     store = ModelStore()
     names = store.names_for(task)
+    if want is not None:
+
+        def kind(name: str) -> object:
+            entry = store.entry_for(name)
+            return entry.io.get("kind") if entry is not None else None
+
+        names = [n for n in names if want in n.lower() or kind(n) == want]
     if names:
         return store.path(names[0])
     if suggested is not None:
