@@ -464,3 +464,59 @@ def test_a_diffusers_folder_pulled_by_name_runs(
     argv += ["--prompt", "a hat", "--provider", "diffusers", "--model", "tiny-remote"]
     assert main([*argv, "--seed", "4", "-o", str(tmp_path / "o.png"), "-q"]) == 0
     assert np.array_equal(np.asarray(Image.open(tmp_path / "o.png")), by_name.image.pixels)
+
+
+def luminance_depth_model(path: Path) -> Path:
+    """A depth-model-shaped ONNX graph (pixel_values [1,3,H,W] -> predicted_depth [1,H,W]):
+    "depth" is the mean of the normalised channels, so the expected map can be computed."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    graph = helper.make_graph(
+        [
+            helper.make_node("ReduceMean", ["pixel_values", "axis"], ["mean"], keepdims=0),
+        ],
+        "depth_like",
+        [helper.make_tensor_value_info("pixel_values", TensorProto.FLOAT, [1, 3, "h", "w"])],
+        [helper.make_tensor_value_info("mean", TensorProto.FLOAT, [1, "h", "w"])],
+        initializer=[numpy_helper.from_array(np.array([1], np.int64), "axis")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    model.ir_version = 8
+    onnx.save(model, str(path))
+    return path
+
+
+def test_depth_controlnet(
+    store: ModelStore,
+    tiny: dict[str, Path],
+    tmp_path: Path,
+    scene: tuple[np.ndarray, np.ndarray],
+) -> None:
+    from retouch.providers.diffusion import depth_map
+
+    photo, _ = scene
+    options = {"controlnet": str(tiny["controlnet"]), "control": "depth"}
+    with pytest.raises(ModelNotAvailable, match="depth-anything-v2-small"):
+        TOOLKIT.edit(photo, "x", strength=0.8, seed=6, provider="diffusers", options=options)
+    model = luminance_depth_model(tmp_path / "depth.onnx")
+    store.add("my-depth", model, task="depth")
+    depth = depth_map(photo, None)
+    # The model's map at its working size (64 -> 518 rounded to 14s = 518), scaled to 0..255
+    # and back to the photo's size: it follows the photo's brightness.
+    grey = photo.astype(float).mean(axis=2)
+    assert depth.shape == photo.shape and depth.min() == 0 and depth.max() >= 250
+    assert np.corrcoef(depth[..., 0].ravel(), grey.ravel())[0, 1] > 0.95
+    guided = TOOLKIT.edit(photo, "x", strength=0.8, seed=6, provider="diffusers", options=options)
+    edges = TOOLKIT.edit(
+        photo,
+        "x",
+        strength=0.8,
+        seed=6,
+        provider="diffusers",
+        options={"controlnet": str(tiny["controlnet"])},
+    )
+    assert guided.image.pixels.shape == photo.shape
+    assert not np.array_equal(guided.image.pixels, edges.image.pixels)  # depth, not edges
+    with pytest.raises(InvalidRequest, match="control must be canny or depth"):
+        TOOLKIT.edit(photo, "x", provider="diffusers", options={"control": "pose"})

@@ -78,6 +78,11 @@ class DiffusersOptions:
     """Decode the image in tiles: for large resolutions on small memory."""
     controlnet: str | None = None
     """A ControlNet (store name or diffusers folder) to guide the result by the input's edges."""
+    control: str | None = None
+    """What the ControlNet sees: canny (edges, OpenCV) or depth (a depth model from the
+    store); default: the catalog's kind for a store ControlNet, else canny."""
+    depth_model: str | None = None
+    """Depth estimator (ONNX, store name or path) for control=depth; default: the store's."""
     canny_low: int = 100
     canny_high: int = 200
     config: str | None = None
@@ -105,6 +110,8 @@ class DiffusersOptions:
             raise ValueError("resolution must be 64..4096")
         if self.device not in ("auto", "cpu", "cuda", "mps"):
             raise ValueError("device must be auto, cpu, cuda or mps")
+        if self.control not in (None, "canny", "depth"):
+            raise ValueError("control must be canny or depth")
         if self.dtype not in ("auto", "float32", "float16", "bfloat16"):
             raise ValueError("dtype must be auto, float32, float16 or bfloat16")
         if not 0 <= self.lora_scale <= 2:
@@ -452,6 +459,11 @@ class DiffusersProvider:
                 pipe.set_progress_bar_config(disable=True)
                 loaded.extra[key] = pipe
             pipe = loaded.extra[key]
+        control = options.control or str(
+            _catalog_io(str(options.controlnet)).get("control", "canny")
+        )
+        if control == "depth":
+            return pipe, depth_map(rgb, options.depth_model, options.threads)
         grey = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
         edges = cv2.Canny(grey, options.canny_low, options.canny_high)
         return pipe, np.dstack([edges] * 3)
@@ -674,6 +686,56 @@ def _checkpoint_keys(path: Path) -> list[str]:
     if not isinstance(data, dict):
         raise InvalidRequest(f"{path} holds no state dict")
     return [str(k) for k in data]
+
+
+_DEPTH_SESSIONS: dict[tuple[str, int], Any] = {}
+_DEPTH_LOCK = threading.Lock()
+
+
+def depth_map(
+    rgb: NDArray[np.uint8], model: str | None, threads: int | None = None
+) -> NDArray[np.uint8]:
+    """Relative depth as a grey RGB image (near = bright, as depth ControlNets were trained
+    on), from an ONNX depth model (Depth Anything / DPT / MiDaS layout: one image in, one
+    depth map out), at the model's size from the catalog (default 518, a multiple of 14)."""
+    from retouch.engines.onnx_session import create_session
+    from retouch.models.store import ModelStore
+
+    store = ModelStore()
+    if model is None:
+        names = store.names_for("depth")
+        if not names:
+            raise ModelNotAvailable(
+                "depth-anything-v2-small", "depth ControlNets need a depth model"
+            )
+        model = names[0]
+    path = Path(model).expanduser()
+    io = {} if path.exists() else _catalog_io(model)
+    if not path.exists():
+        path = store.path(model)
+    size = int(io.get("size", 518))
+    multiple = int(io.get("multiple", 14))
+    mean = np.asarray(io.get("mean", (0.485, 0.456, 0.406)), np.float32)
+    std = np.asarray(io.get("std", (0.229, 0.224, 0.225)), np.float32)
+    key = (str(path), threads or default_threads())
+    with _DEPTH_LOCK:
+        if key not in _DEPTH_SESSIONS:
+            _DEPTH_SESSIONS[key] = create_session(path, threads=key[1])
+        session = _DEPTH_SESSIONS[key]
+    height, width = rgb.shape[:2]
+    scale = size / max(height, width)
+    work = (_multiple(width * scale, multiple), _multiple(height * scale, multiple))
+    pixels = compose.resize_pixels(rgb, work).astype(np.float32) / 255
+    tensor = ((pixels - mean) / std).transpose(2, 0, 1)[None]
+    name = session.get_inputs()[0].name
+    depth = np.asarray(session.run(None, {name: tensor})[0], np.float32).squeeze()
+    if depth.ndim != 2:
+        raise InvalidRequest(f"{path}: expected one depth map out, got shape {depth.shape}")
+    low, high = float(depth.min()), float(depth.max())
+    span = high - low if high > low else 1.0
+    grey = np.clip(np.rint((depth - low) / span * 255), 0, 255).astype(np.uint8)
+    grey = compose.resize_pixels(grey, (width, height))
+    return np.dstack([grey] * 3)
 
 
 def _multiple(value: float, multiple: int) -> int:
