@@ -520,3 +520,54 @@ def test_depth_controlnet(
     assert not np.array_equal(guided.image.pixels, edges.image.pixels)  # depth, not edges
     with pytest.raises(InvalidRequest, match="control must be canny or depth"):
         TOOLKIT.edit(photo, "x", provider="diffusers", options={"control": "pose"})
+
+
+def test_style_by_prompt_and_mask_blur(
+    store: ModelStore, tmp_path: Path, scene: tuple[np.ndarray, np.ndarray]
+) -> None:
+    from PIL import Image
+
+    from retouch.cli import main
+
+    photo, mask = scene
+    styled = TOOLKIT.stylize(photo, style="an oil painting", provider="diffusers")
+    assert styled.provider == "diffusers" and styled.image.seed is not None
+    assert styled.image.pixels.shape == photo.shape
+    assert not np.array_equal(styled.image.pixels, photo)
+    assert np.array_equal(
+        TOOLKIT.stylize(photo, style="x", strength=0, provider="diffusers").image.pixels, photo
+    )
+    with pytest.raises(InvalidRequest, match="built-in style number"):
+        TOOLKIT.stylize(photo, style="7", provider="diffusers")
+    Image.fromarray(photo).save(tmp_path / "p.png")
+    Image.fromarray(mask).save(tmp_path / "m.png")
+    assert (
+        main(
+            [
+                "stylize",
+                str(tmp_path / "p.png"),
+                "--prompt",
+                "ink",
+                "-o",
+                str(tmp_path / "s.png"),
+                "-q",
+            ]
+        )
+        == 0
+    )
+    assert np.asarray(Image.open(tmp_path / "s.png")).shape == photo.shape
+    # --mask-blur is --feather: a wider blur changes pixels next to the mask edge only.
+    runs = {}
+    for blur in ("0", "6"):
+        out = tmp_path / f"b{blur}.png"
+        argv = ["inpaint", str(tmp_path / "p.png"), "--mask", str(tmp_path / "m.png")]
+        argv += ["--prompt", "hat", "--provider", "diffusers", "--steps", "2", "--seed", "1"]
+        assert main([*argv, "--mask-blur", blur, "-o", str(out), "-q"]) == 0
+        runs[blur] = np.asarray(Image.open(out)).astype(int)
+    changed = np.abs(runs["0"] - runs["6"]).max(axis=2) > 0
+    assert changed.any() and not changed[mask == 0].any()
+    ring = np.zeros(mask.shape, bool)  # the first 2 px inside the mask's edge
+    ring[20:44, 16:40] = True
+    ring[22:42, 18:38] = False
+    distance = {k: np.abs(v - photo)[ring].mean() for k, v in runs.items()}
+    assert distance["6"] < distance["0"] / 2  # blurred: the edge blends into the photo

@@ -229,10 +229,12 @@ def build_parser() -> argparse.ArgumentParser:
     inpaint.add_argument("--guidance", type=float, help="guidance scale (providers that use it)")
     inpaint.add_argument(
         "--feather",
+        "--mask-blur",
+        dest="feather",
         type=_positive_int,
         default=8,
         metavar="PX",
-        help="soften the mask edge inwards (default 8)",
+        help="soften (blur) the mask edge inwards by PX, so the fill blends in (default 8)",
     )
     inpaint.add_argument(
         "--model", help="model name in the store, or a path (e.g. a diffusers folder)"
@@ -289,6 +291,8 @@ def build_parser() -> argparse.ArgumentParser:
     outpaint.add_argument("--aspect", type=_aspect, help="target aspect ratio, e.g. 16:9 or 1.5")
     outpaint.add_argument(
         "--feather",
+        "--mask-blur",
+        dest="feather",
         type=_positive_int,
         default=16,
         metavar="PX",
@@ -424,10 +428,18 @@ def build_parser() -> argparse.ArgumentParser:
     which.add_argument("--style", help="built-in style: N, style-N, or a blend N:W,M:W")
     which.add_argument("--style-image", metavar="FILE", help="any picture to take the style from")
     which.add_argument(
+        "--prompt",
+        metavar="TEXT",
+        help="restyle by a prompt with a diffusion provider (--provider diffusers), e.g. "
+        "'a watercolour painting'",
+    )
+    which.add_argument(
         "--list-styles", action="store_true", help="list the built-in styles and exit"
     )
     stylize.add_argument("--strength", type=float, default=1.0, help="0..1 (default 1)")
     stylize.add_argument("--preserve-color", action="store_true", help="keep the photo's colours")
+    stylize.add_argument("--model", help="model name in the store, or a path (with --prompt)")
+    stylize.add_argument("--option", action="append", default=[], metavar="KEY=VALUE")
     stylize.add_argument("--provider")
     _common(stylize)
 
@@ -1056,20 +1068,24 @@ def cmd_stylize(args: argparse.Namespace) -> int:
         return 0
     if not args.image:
         raise UsageError("give an IMAGE to stylize (or --list-styles)")
-    if args.style is None and args.style_image is None:
-        raise UsageError("give --style N or --style-image FILE (see --list-styles)")
+    if args.style is None and args.style_image is None and args.prompt is None:
+        raise UsageError("give --style N, --style-image FILE (see --list-styles) or --prompt TEXT")
     toolkit = _toolkit(args)
-    options = {"preserve_color": True} if args.preserve_color else None
+    options = _parse_options(args.option, args.model) or {}
+    if args.preserve_color:
+        options["preserve_color"] = True
+    if args.prompt is not None and args.provider is None:
+        args.provider = "diffusers"  # a prompt needs a diffusion model
     return _run_operation(
         args,
         "stylize",
         lambda progress: toolkit.stylize(
             args.image,
-            style=args.style,
+            style=args.prompt if args.prompt is not None else args.style,
             style_image=args.style_image,
             strength=args.strength,
             provider=args.provider,
-            options=options,
+            options=options or None,
             progress=progress,
         ),
     )

@@ -43,6 +43,7 @@ from retouch.types import (
     ProviderStatus,
     Request,
     ResultImage,
+    StylizeRequest,
     VariationsRequest,
     parse_options,
 )
@@ -170,6 +171,9 @@ class DiffusersProvider:
                 min_side=8, honours=frozenset({"prompt", "seed"}), options=DiffusersOptions
             ),
             "variations": OperationSpec(min_side=8, honours=HONOURS, options=DiffusersOptions),
+            "stylize": OperationSpec(
+                min_side=8, honours=frozenset({"style", "strength"}), options=DiffusersOptions
+            ),
         },
         extra="diffusion",
         priority=30,
@@ -318,6 +322,8 @@ class DiffusersProvider:
 
     def run(self, request: Request, progress: ProgressCallback) -> ImageResult:
         options = parse_options(DiffusersOptions, request.options, provider=NAME)
+        if isinstance(request, StylizeRequest):
+            request = _style_as_edit(request)
         if not isinstance(
             request, (InpaintRequest, EditRequest, OutpaintRequest, VariationsRequest)
         ):
@@ -546,6 +552,27 @@ def _check_class(path: Path, expected: str) -> None:
 
 
 SINGLE_FILE_SUFFIXES = (".safetensors", ".ckpt")
+STYLE_STRENGTH = 0.6
+"""Denoising strength of a prompt restyle at stylize strength 1: enough to repaint the
+surfaces in the new style, little enough to keep the composition."""
+
+
+def _style_as_edit(request: StylizeRequest) -> EditRequest:
+    """Style transfer by prompt is an img2img edit with the style as the prompt."""
+    import re
+
+    style = (request.style or "").strip()
+    if not style or re.fullmatch(r"(style-)?\d+|[\d:.,\s]+", style):
+        raise InvalidRequest(
+            f"{NAME} restyles by a prompt, e.g. --prompt 'an oil painting, thick brush strokes'; "
+            f"{style!r} is a built-in style number: use --provider stylize for those"
+        )
+    return EditRequest(
+        image=request.image,
+        prompt=style,
+        strength=STYLE_STRENGTH * request.strength,
+        options=request.options,
+    )
 
 
 def _resolve(name: str) -> Path:
