@@ -22,6 +22,8 @@ from .tiny_sd import (
     build_controlnet,
     build_lora,
     build_tiny_vae,
+    build_xl,
+    build_xl_controlnet,
     config_only,
     single_file,
 )
@@ -571,3 +573,23 @@ def test_style_by_prompt_and_mask_blur(
     ring[22:42, 18:38] = False
     distance = {k: np.abs(v - photo)[ring].mean() for k, v in runs.items()}
     assert distance["6"] < distance["0"] / 2  # blurred: the edge blends into the photo
+
+
+def test_sdxl_family(
+    store: ModelStore, tmp_path: Path, scene: tuple[np.ndarray, np.ndarray]
+) -> None:
+    """A (tiny) SDXL folder: two text encoders and size conditioning, same provider code."""
+    photo, mask = scene
+    xl = build_xl(tmp_path / "xl")
+    options = {"model": str(xl)}
+    a, b = (inpaint(photo, mask, seed=3, options=options) for _ in range(2))
+    assert np.array_equal(a.image.pixels, b.image.pixels)
+    assert np.array_equal(a.image.pixels[mask == 0], photo[mask == 0])
+    pipe = TOOLKIT.registry.get("diffusers").load(DiffusersOptions(model=str(xl)))  # type: ignore[attr-defined]
+    assert type(pipe.inpaint).__name__ == "StableDiffusionXLInpaintPipeline"
+    edited = TOOLKIT.edit(photo, "x", strength=0.5, seed=3, provider="diffusers", options=options)
+    assert not np.array_equal(edited.image.pixels, photo)
+    controlnet = build_xl_controlnet(xl, tmp_path / "xl-controlnet")
+    guided = inpaint(photo, mask, seed=3, options={**options, "controlnet": str(controlnet)})
+    assert not np.array_equal(guided.image.pixels, a.image.pixels)
+    assert np.array_equal(guided.image.pixels[mask == 0], photo[mask == 0])

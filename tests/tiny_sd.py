@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 
 def write_tokenizer(folder: Path) -> None:
@@ -96,25 +97,13 @@ def build(folder: Path, *, inpaint_unet: bool = True) -> Path:
 def build_controlnet(base: Path, folder: Path) -> Path:
     """A tiny ControlNet made from a plain (4-channel) tiny UNet, as real ones are made from
     base SD; its conditioning embedding downsamples by 2, like the tiny VAE."""
-    import torch
     from diffusers import ControlNetModel, UNet2DConditionModel
 
     unet = UNet2DConditionModel.from_pretrained(str(base / "unet"))
     controlnet = ControlNetModel.from_unet(
         unet, conditioning_channels=3, conditioning_embedding_out_channels=(8, 16)
     )
-    # A new ControlNet's "zero convolutions" start at zero (no effect until trained): give
-    # them random weights, as every other part of these tiny models has.
-    generator = torch.Generator().manual_seed(1)
-    zero_convs = [
-        *controlnet.controlnet_down_blocks,
-        controlnet.controlnet_mid_block,
-        controlnet.controlnet_cond_embedding.conv_out,
-    ]
-    with torch.no_grad():
-        for layer in zero_convs:
-            for parameter in layer.parameters():
-                parameter.copy_(torch.randn(parameter.shape, generator=generator) * 0.5)
+    wake(controlnet)
     controlnet.save_pretrained(str(folder))
     return folder
 
@@ -313,3 +302,110 @@ def build_tiny_vae(folder: Path) -> Path:
         latent_channels=4,
     ).save_pretrained(str(folder))
     return folder
+
+
+def build_xl(folder: Path) -> Path:
+    """A tiny SDXL inpainting pipeline: two text encoders (the second with a projection),
+    a UNet with SDXL's text-and-size conditioning."""
+    import torch
+    from diffusers import (
+        AutoencoderKL,
+        EulerDiscreteScheduler,
+        StableDiffusionXLInpaintPipeline,
+        UNet2DConditionModel,
+    )
+    from transformers import (
+        CLIPTextConfig,
+        CLIPTextModel,
+        CLIPTextModelWithProjection,
+        CLIPTokenizer,
+    )
+
+    torch.manual_seed(0)
+    unet = UNet2DConditionModel(
+        block_out_channels=(16, 32),
+        layers_per_block=1,
+        sample_size=16,
+        in_channels=9,
+        out_channels=4,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        attention_head_dim=(2, 4),
+        use_linear_projection=True,
+        addition_embed_type="text_time",
+        addition_time_embed_dim=8,
+        projection_class_embeddings_input_dim=16 + 6 * 8,
+        cross_attention_dim=32,
+        norm_num_groups=8,
+    )
+    vae = AutoencoderKL(
+        block_out_channels=[16, 32],
+        down_block_types=["DownEncoderBlock2D"] * 2,
+        up_block_types=["UpDecoderBlock2D"] * 2,
+        latent_channels=4,
+        norm_num_groups=8,
+        sample_size=32,
+    )
+    config = {
+        "bos_token_id": 0,
+        "eos_token_id": 1,
+        "pad_token_id": 1,
+        "hidden_size": 16,
+        "intermediate_size": 24,
+        "num_attention_heads": 2,
+        "num_hidden_layers": 2,
+        "vocab_size": 64,
+        "max_position_embeddings": 32,
+        "projection_dim": 16,
+    }
+    write_tokenizer(folder / "_tokenizer")
+    tokenizer = CLIPTokenizer(
+        str(folder / "_tokenizer" / "vocab.json"),
+        str(folder / "_tokenizer" / "merges.txt"),
+        model_max_length=32,
+    )
+    pipe = StableDiffusionXLInpaintPipeline(
+        vae=vae,
+        text_encoder=CLIPTextModel(CLIPTextConfig(**config)),
+        text_encoder_2=CLIPTextModelWithProjection(CLIPTextConfig(**config)),
+        tokenizer=tokenizer,
+        tokenizer_2=tokenizer,
+        unet=unet,
+        scheduler=EulerDiscreteScheduler(
+            beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", steps_offset=1
+        ),
+        requires_aesthetics_score=False,
+    )
+    pipe.save_pretrained(str(folder))
+    return folder
+
+
+def build_xl_controlnet(base: Path, folder: Path) -> Path:
+    """A tiny SDXL ControlNet (4-channel latents in, as real ones take)."""
+    from diffusers import ControlNetModel, UNet2DConditionModel
+
+    config = dict(UNet2DConditionModel.load_config(str(base / "unet")))
+    unet = UNet2DConditionModel.from_config({**config, "in_channels": 4})
+    controlnet = ControlNetModel.from_unet(
+        unet, conditioning_channels=3, conditioning_embedding_out_channels=(8, 16)
+    )
+    wake(controlnet)
+    controlnet.save_pretrained(str(folder))
+    return folder
+
+
+def wake(controlnet: Any) -> None:
+    """A new ControlNet's "zero convolutions" start at zero (no effect until trained): give
+    them random weights, as every other part of these tiny models has."""
+    import torch
+
+    generator = torch.Generator().manual_seed(1)
+    zero_convs = [
+        *controlnet.controlnet_down_blocks,
+        controlnet.controlnet_mid_block,
+        controlnet.controlnet_cond_embedding.conv_out,
+    ]
+    with torch.no_grad():
+        for layer in zero_convs:
+            for parameter in layer.parameters():
+                parameter.copy_(torch.randn(parameter.shape, generator=generator) * 0.5)

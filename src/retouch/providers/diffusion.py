@@ -283,9 +283,15 @@ class DiffusersProvider:
         if path.is_file() and path.suffix.lower() in SINGLE_FILE_SUFFIXES:
             inpaint = _single_file(path, dtype, options.config)
         elif path.is_dir() and (path / "model_index.json").is_file():
+            # SD 1.x/2.x folders carry a safety checker we do not load; SDXL has none.
+            extra: dict[str, Any] = (
+                {}
+                if "XL" in _declared_class(path / "model_index.json")
+                else {"safety_checker": None, "requires_safety_checker": False}
+            )
             try:
                 inpaint = AutoPipelineForInpainting.from_pretrained(  # type: ignore[no-untyped-call]
-                    str(path), dtype=dtype, safety_checker=None, requires_safety_checker=False
+                    str(path), dtype=dtype, **extra
                 )
             except (OSError, ValueError) as exc:
                 raise InvalidRequest(
@@ -298,6 +304,9 @@ class DiffusersProvider:
             )
         if device != "cpu":  # loaded on the CPU; moving there again only logs warnings
             inpaint = inpaint.to(device)
+        if dtype == torch.float32 and getattr(inpaint.vae.config, "force_upcast", False):
+            # SDXL's VAE asks to be cast up to float32 around each encode: already is.
+            inpaint.vae.register_to_config(force_upcast=False)
         # An inpainting UNet (9 input channels) edits whole images through its own pipeline
         # with a full mask; a plain checkpoint gets the img2img pipeline.
         img2img = (
@@ -427,11 +436,8 @@ class DiffusersProvider:
     ) -> tuple[Any, NDArray[np.uint8]]:
         """A ControlNet pipeline sharing the loaded components, and the canny edge map."""
         import cv2
-        from diffusers import (
-            ControlNetModel,
-            StableDiffusionControlNetImg2ImgPipeline,
-            StableDiffusionControlNetInpaintPipeline,
-        )
+        import diffusers
+        from diffusers import ControlNetModel
 
         path = Path(str(options.controlnet))
         if not path.exists():
@@ -452,15 +458,16 @@ class DiffusersProvider:
                     ) from exc
                 if loaded.inpaint.device.type != "cpu":
                     model = model.to(loaded.inpaint.device)
-                components = {
-                    k: v for k, v in loaded.inpaint.components.items() if k != "image_encoder"
-                }
                 inpaint_unet = loaded.inpaint.unet.config.in_channels == 9
-                cls = (
-                    StableDiffusionControlNetInpaintPipeline
-                    if masked or inpaint_unet
-                    else StableDiffusionControlNetImg2ImgPipeline
-                )
+                family = "XL" if "XL" in type(loaded.inpaint).__name__ else ""
+                kind = "Inpaint" if masked or inpaint_unet else "Img2Img"
+                cls = getattr(diffusers, f"StableDiffusion{family}ControlNet{kind}Pipeline")
+                accepted = inspect.signature(cls.__init__).parameters
+                components = {
+                    k: v
+                    for k, v in loaded.inpaint.components.items()
+                    if k in accepted and k != "image_encoder"
+                }
                 pipe: Any = cls(**components, controlnet=model)
                 pipe.set_progress_bar_config(disable=True)
                 loaded.extra[key] = pipe
@@ -535,16 +542,19 @@ class DiffusersProvider:
         ]
 
 
+def _declared_class(config: Path) -> str:
+    import json
+
+    try:
+        return str(json.loads(config.read_text("utf-8")).get("_class_name"))
+    except (OSError, ValueError, AttributeError):
+        return "None"
+
+
 def _check_class(path: Path, expected: str) -> None:
     """diffusers loads a folder of another model class with random weights and no error:
     read the folder's own declaration first."""
-    import json
-
-    config = path / "config.json"
-    try:
-        declared = json.loads(config.read_text("utf-8")).get("_class_name")
-    except (OSError, ValueError):
-        declared = None
+    declared = _declared_class(path / "config.json")
     if declared != expected:
         raise InvalidRequest(
             f"{path} could not be loaded as a {expected}: its config.json declares {declared!r}"
