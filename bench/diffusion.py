@@ -3,10 +3,16 @@ over a bare diffusers pipeline call on the same inputs (goal <= 1.05), and peak 
 
     .venv/bin/python bench/diffusion.py [--steps 20]
 
+    .venv/bin/python bench/diffusion.py --shaped [--side 256]
+
 Runs the tiny randomly initialised pipeline from the tests (its figures are the plumbing's:
 the network is small) and, when present in your model store, a real SD 1.5 inpainting model
-(`retouch models add sd15-inpainting FOLDER --task inpaint`). On a GPU machine the same
-script records real figures.
+(`retouch models pull sd15-inpainting --trust`). With --shaped it also builds a randomly
+initialised pipeline with SD 1.5's real architecture (UNet 860M, VAE, CLIP ViT-L text
+encoder; no download): its seconds per step are what real weights cost on this machine, and
+it compares the CPU settings: float32 vs bfloat16 (CPUs with bf16 instructions) and the fast
+path (LCM-LoRA-shaped LoRA, 4 LCM steps at guidance 1, TAESD-shaped tiny VAE) against 20
+steps. On a GPU machine the same script records real figures.
 """
 
 from __future__ import annotations
@@ -35,7 +41,9 @@ def best(call, repeat: int = 3) -> float:  # type: ignore[no-untyped-def]
     return min(times)
 
 
-def measure(label: str, folder: Path, steps: int) -> None:
+def measure(
+    label: str, folder: Path, steps: int, side: int | None = None, repeat: int = 3
+) -> float:
     import torch
     from diffusers import AutoPipelineForInpainting
     from PIL import Image
@@ -46,7 +54,8 @@ def measure(label: str, folder: Path, steps: int) -> None:
     toolkit = Toolkit()
     provider = toolkit.registry.get("diffusers")
     loaded = provider.load(provider_options(folder))  # type: ignore[attr-defined]
-    side = loaded.resolution
+    chosen = {"resolution": side} if side else {}
+    side = side or loaded.resolution
     photo = np.asarray(Image.fromarray(data.astronaut()).resize((side, side)))
     mask = np.zeros((side, side), np.uint8)
     mask[side // 4 : side // 2, side // 4 : side // 2] = 255
@@ -60,7 +69,7 @@ def measure(label: str, folder: Path, steps: int) -> None:
             steps=steps,
             seed=1,
             crop_margin=None,
-            options={"model": str(folder)},
+            options={"model": str(folder), **chosen},
         )
 
     bare_pipe = AutoPipelineForInpainting.from_pretrained(
@@ -82,11 +91,133 @@ def measure(label: str, folder: Path, steps: int) -> None:
                 output_type="np",
             )
 
-    ours_s, bare_s = best(ours), best(bare)
+    ours_s, bare_s = best(ours, repeat), best(bare, repeat)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(
-        f"{label:<18} {side:>5} px {ours_s / steps:>9.4f} {ours_s:>8.3f} {bare_s:>8.3f} {ours_s / bare_s:>10.3f} {peak:>8.0f}"
+        f"{label:<18} {side:>5} px {ours_s / steps:>9.4f} {ours_s:>8.3f} {bare_s:>8.3f} {ours_s / bare_s:>10.3f} {peak:>8.0f}",
+        flush=True,
     )
+    return ours_s
+
+
+def settings(folder: Path, side: int, lora: Path, taesd: Path) -> None:
+    """One inpaint per setting on the same input; times against float32 at 20 steps."""
+    from PIL import Image
+    from skimage import data
+
+    from retouch.api import Toolkit
+    from retouch.providers.diffusion import cpu_has_bf16
+
+    toolkit = Toolkit()
+    photo = np.asarray(Image.fromarray(data.astronaut()).resize((side, side)))
+    mask = np.zeros((side, side), np.uint8)
+    mask[side // 4 : side // 2, side // 4 : side // 2] = 255
+    base = {"model": str(folder), "resolution": side}
+    runs: list[tuple[str, dict[str, object], int | None]] = [
+        ("float32, 20 steps", {}, 20),
+        ("fast: LCM 4 + TAESD", {"fast": True, "lora": str(lora), "tiny_vae": str(taesd)}, None),
+    ]
+    if cpu_has_bf16():
+        runs.insert(1, ("bfloat16, 20 steps", {"dtype": "bfloat16"}, 20))
+    else:
+        print("bfloat16: this CPU has no bf16 instructions; retouch refuses it here")
+    print(f"{'setting':<22} {'seconds':>8} {'vs float32':>11}")
+    reference = None
+    for label, extra, steps in runs:
+
+        def call(extra: dict[str, object] = extra, steps: int | None = steps) -> None:
+            toolkit.inpaint(
+                photo,
+                mask,
+                "a red hat",
+                provider="diffusers",
+                steps=steps,
+                seed=1,
+                crop_margin=None,
+                options={**base, **extra},
+            )
+
+        seconds = best(call, 1)
+        reference = reference or seconds
+        print(f"{label:<22} {seconds:>8.2f} {reference / seconds:>10.2f}x", flush=True)
+
+
+def build_shaped(folder: Path) -> Path:
+    """SD 1.5's architecture with random weights (configs as published for SD 1.5
+    inpainting; the tokenizer is the tests' small one, which only changes token ids)."""
+    import torch
+    from diffusers import (
+        AutoencoderKL,
+        DDIMScheduler,
+        StableDiffusionInpaintPipeline,
+        UNet2DConditionModel,
+    )
+    from tests.tiny_sd import write_tokenizer
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+
+    torch.manual_seed(0)
+    unet = UNet2DConditionModel(
+        sample_size=64,
+        in_channels=9,
+        out_channels=4,
+        block_out_channels=(320, 640, 1280, 1280),
+        layers_per_block=2,
+        cross_attention_dim=768,
+        attention_head_dim=8,
+    )
+    vae = AutoencoderKL(
+        block_out_channels=[128, 256, 512, 512],
+        down_block_types=["DownEncoderBlock2D"] * 4,
+        up_block_types=["UpDecoderBlock2D"] * 4,
+        latent_channels=4,
+        layers_per_block=2,
+        sample_size=512,
+    )
+    text = CLIPTextModel(
+        CLIPTextConfig(
+            hidden_size=768,
+            intermediate_size=3072,
+            num_attention_heads=12,
+            num_hidden_layers=12,
+            max_position_embeddings=77,
+            vocab_size=49408,
+            hidden_act="quick_gelu",
+        )
+    )
+    write_tokenizer(folder / "_tokenizer")
+    tokenizer = CLIPTokenizer(
+        str(folder / "_tokenizer" / "vocab.json"),
+        str(folder / "_tokenizer" / "merges.txt"),
+        model_max_length=77,
+    )
+    scheduler = DDIMScheduler(
+        beta_start=0.00085,
+        beta_end=0.012,
+        beta_schedule="scaled_linear",
+        clip_sample=False,
+        steps_offset=1,
+        set_alpha_to_one=False,
+    )
+    StableDiffusionInpaintPipeline(
+        vae=vae,
+        text_encoder=text,
+        tokenizer=tokenizer,
+        unet=unet,
+        scheduler=scheduler,
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    ).save_pretrained(str(folder))
+    return folder
+
+
+def build_taesd(folder: Path) -> Path:
+    import torch
+    from diffusers import AutoencoderTiny
+
+    torch.manual_seed(3)
+    AutoencoderTiny().save_pretrained(str(folder))  # TAESD's own architecture
+    return folder
 
 
 def provider_options(folder: Path) -> object:
@@ -97,6 +228,7 @@ def provider_options(folder: Path) -> object:
 
 def main() -> None:
     steps = int(sys.argv[sys.argv.index("--steps") + 1]) if "--steps" in sys.argv else 20
+    side = int(sys.argv[sys.argv.index("--side") + 1]) if "--side" in sys.argv else 256
     real = ModelStore(default_home()).find("sd15-inpainting")
     print(
         f"{'model':<18} {'size':>8} {'s/step':>9} {'ours s':>8} {'bare s':>8} {'ours/bare':>10} {'peak MB':>8}"
@@ -110,8 +242,16 @@ def main() -> None:
             measure("sd15-inpainting", real, steps)
         else:
             print(
-                "sd15-inpainting: not in your store (retouch models add sd15-inpainting FOLDER --task inpaint)"
+                "sd15-inpainting: not in your store (retouch models pull sd15-inpainting --trust)"
             )
+        if "--shaped" in sys.argv:
+            from tests.tiny_sd import build_lora
+
+            shaped = build_shaped(Path(home) / "shaped")
+            measure("sd15-shaped", shaped, 4, side=side, repeat=1)
+            print()
+            lora = build_lora(shaped, Path(home) / "lora" / "lcm-shaped.safetensors")
+            settings(shaped, side, lora, build_taesd(Path(home) / "taesd"))
     print("goal: ours/bare <= 1.05")
 
 

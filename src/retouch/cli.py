@@ -420,7 +420,8 @@ def build_parser() -> argparse.ArgumentParser:
         "3:0.5,12:0.5) or use any picture as the style with --style-image. --strength blends "
         "towards the original (0 returns it unchanged). Full resolution; alpha is kept.",
         epilog="examples:\n  retouch stylize --list-styles\n  retouch stylize photo.jpg --style 7 -o styled.jpg\n"
-        "  retouch stylize photo.jpg --style-image starry.jpg --strength 0.7 -o styled.jpg",
+        "  retouch stylize photo.jpg --style-image starry.jpg --strength 0.7 -o styled.jpg\n"
+        "  retouch stylize photo.jpg --prompt 'a watercolour painting' -o wc.jpg  # diffusers",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     stylize.add_argument("image", nargs="?", help="image file")
