@@ -541,6 +541,9 @@ def test_style_by_prompt_and_mask_blur(
     )
     with pytest.raises(InvalidRequest, match="built-in style number"):
         TOOLKIT.stylize(photo, style="7", provider="diffusers")
+    # Without a provider named: prompts go to diffusion, style numbers to the style networks.
+    assert TOOLKIT.stylize(photo, style="ink wash").provider == "diffusers"
+    assert TOOLKIT.stylize(photo, style="style-7").provider == "stylize"
     Image.fromarray(photo).save(tmp_path / "p.png")
     Image.fromarray(mask).save(tmp_path / "m.png")
     assert (

@@ -486,6 +486,8 @@ class Toolkit:
             strength=strength,
             options=options,
         )
+        if provider is None and (style_image is not None or is_style_spec(request.style)):
+            provider = "stylize"  # built-in styles and style pictures: the style networks
         return self._run_whole(request, provider, progress=progress, started=started)
 
     def edit(
@@ -849,3 +851,10 @@ def outpaint_sides(
             "outpaint needs at least one of --left/--right/--top/--bottom > 0, or a larger target"
         )
     return sides
+
+
+def is_style_spec(style: str | None) -> bool:
+    """A built-in style reference (``7``, ``style-7``, ``3:0.5,12:0.5``) rather than a prompt."""
+    import re
+
+    return style is not None and re.fullmatch(r"\s*((style-)?\d+|[\d:.,\s]+)\s*", style) is not None

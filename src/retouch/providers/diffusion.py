@@ -569,10 +569,10 @@ surfaces in the new style, little enough to keep the composition."""
 
 def _style_as_edit(request: StylizeRequest) -> EditRequest:
     """Style transfer by prompt is an img2img edit with the style as the prompt."""
-    import re
+    from retouch.api import is_style_spec
 
     style = (request.style or "").strip()
-    if not style or re.fullmatch(r"(style-)?\d+|[\d:.,\s]+", style):
+    if not style or is_style_spec(style):
         raise InvalidRequest(
             f"{NAME} restyles by a prompt, e.g. --prompt 'an oil painting, thick brush strokes'; "
             f"{style!r} is a built-in style number: use --provider stylize for those"
