@@ -248,7 +248,7 @@ def main() -> None:
             from tests.tiny_sd import build_lora
 
             shaped = build_shaped(Path(home) / "shaped")
-            measure("sd15-shaped", shaped, 4, side=side, repeat=1)
+            measure("sd15-shaped", shaped, 4, side=side, repeat=3)
             print()
             lora = build_lora(shaped, Path(home) / "lora" / "lcm-shaped.safetensors")
             settings(shaped, side, lora, build_taesd(Path(home) / "taesd"))
