@@ -143,72 +143,11 @@ def settings(folder: Path, side: int, lora: Path, taesd: Path) -> None:
 
 
 def build_shaped(folder: Path) -> Path:
-    """SD 1.5's architecture with random weights (configs as published for SD 1.5
-    inpainting; the tokenizer is the tests' small one, which only changes token ids)."""
-    import torch
-    from diffusers import (
-        AutoencoderKL,
-        DDIMScheduler,
-        StableDiffusionInpaintPipeline,
-        UNet2DConditionModel,
-    )
-    from tests.tiny_sd import write_tokenizer
-    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+    """SD 1.5's architecture with random weights (the tests' builder at SD 1.5's shapes; its
+    tokenizer is the tests' small one, which only changes token ids)."""
+    from tests.tiny_sd import SD15, build
 
-    torch.manual_seed(0)
-    unet = UNet2DConditionModel(
-        sample_size=64,
-        in_channels=9,
-        out_channels=4,
-        block_out_channels=(320, 640, 1280, 1280),
-        layers_per_block=2,
-        cross_attention_dim=768,
-        attention_head_dim=8,
-    )
-    vae = AutoencoderKL(
-        block_out_channels=[128, 256, 512, 512],
-        down_block_types=["DownEncoderBlock2D"] * 4,
-        up_block_types=["UpDecoderBlock2D"] * 4,
-        latent_channels=4,
-        layers_per_block=2,
-        sample_size=512,
-    )
-    text = CLIPTextModel(
-        CLIPTextConfig(
-            hidden_size=768,
-            intermediate_size=3072,
-            num_attention_heads=12,
-            num_hidden_layers=12,
-            max_position_embeddings=77,
-            vocab_size=49408,
-            hidden_act="quick_gelu",
-        )
-    )
-    write_tokenizer(folder / "_tokenizer")
-    tokenizer = CLIPTokenizer(
-        str(folder / "_tokenizer" / "vocab.json"),
-        str(folder / "_tokenizer" / "merges.txt"),
-        model_max_length=77,
-    )
-    scheduler = DDIMScheduler(
-        beta_start=0.00085,
-        beta_end=0.012,
-        beta_schedule="scaled_linear",
-        clip_sample=False,
-        steps_offset=1,
-        set_alpha_to_one=False,
-    )
-    StableDiffusionInpaintPipeline(
-        vae=vae,
-        text_encoder=text,
-        tokenizer=tokenizer,
-        unet=unet,
-        scheduler=scheduler,
-        safety_checker=None,
-        feature_extractor=None,
-        requires_safety_checker=False,
-    ).save_pretrained(str(folder))
-    return folder
+    return build(folder, shape=SD15)
 
 
 def build_taesd(folder: Path) -> Path:

@@ -141,6 +141,25 @@ def test_outpaint_size_and_interior(
     assert np.array_equal(out[:56, 24:], photo[:56, 8:])  # the original beyond the seam band
 
 
+def test_outpaint_cli_passes_provider_options(
+    store: ModelStore, tmp_path: Path, scene: tuple[np.ndarray, np.ndarray]
+) -> None:
+    from PIL import Image
+
+    from retouch.cli import main
+
+    photo, _ = scene
+    Image.fromarray(photo).save(tmp_path / "p.png")
+    argv = ["outpaint", str(tmp_path / "p.png"), "--left", "16", "--prompt", "sky"]
+    argv += ["--provider", "diffusers", "--seed", "1", "-q", "-o", str(tmp_path / "o.png")]
+    with pytest.raises(SystemExit) as failed:  # the option reached the provider
+        main([*argv, "--option", "scheduler=Karras"])
+    assert failed.value.code != 0
+    assert not (tmp_path / "o.png").exists()
+    assert main([*argv, "--option", "scheduler=Euler"]) == 0
+    assert np.asarray(Image.open(tmp_path / "o.png")).shape == (64, 80, 3)
+
+
 def test_plain_checkpoint_folder_path_schedulers_and_errors(
     store: ModelStore, tiny: dict[str, Path], scene: tuple[np.ndarray, np.ndarray]
 ) -> None:

@@ -20,7 +20,64 @@ def write_tokenizer(folder: Path) -> None:
     (folder / "merges.txt").write_text("#version: 0.2\n")
 
 
-def build(folder: Path, *, inpaint_unet: bool = True) -> Path:
+TINY: dict[str, dict[str, Any]] = {
+    "unet": {
+        "block_out_channels": (16, 32),
+        "layers_per_block": 1,
+        "sample_size": 16,
+        "down_block_types": ("DownBlock2D", "CrossAttnDownBlock2D"),
+        "up_block_types": ("CrossAttnUpBlock2D", "UpBlock2D"),
+        "cross_attention_dim": 16,
+        "attention_head_dim": 4,
+        "norm_num_groups": 8,
+    },
+    "vae": {
+        "block_out_channels": [16, 32],
+        "down_block_types": ["DownEncoderBlock2D"] * 2,
+        "up_block_types": ["UpDecoderBlock2D"] * 2,
+        "norm_num_groups": 8,
+        "sample_size": 32,
+    },
+    "text": {
+        "hidden_size": 16,
+        "intermediate_size": 24,
+        "num_attention_heads": 2,
+        "num_hidden_layers": 2,
+        "vocab_size": 64,
+        "max_position_embeddings": 32,
+    },
+}
+# SD 1.5's published architecture: with random weights it costs what real ones cost.
+SD15: dict[str, dict[str, Any]] = {
+    "unet": {
+        "block_out_channels": (320, 640, 1280, 1280),
+        "layers_per_block": 2,
+        "sample_size": 64,
+        "cross_attention_dim": 768,
+        "attention_head_dim": 8,
+    },
+    "vae": {
+        "block_out_channels": [128, 256, 512, 512],
+        "down_block_types": ["DownEncoderBlock2D"] * 4,
+        "up_block_types": ["UpDecoderBlock2D"] * 4,
+        "layers_per_block": 2,
+        "sample_size": 512,
+    },
+    "text": {
+        "hidden_size": 768,
+        "intermediate_size": 3072,
+        "num_attention_heads": 12,
+        "num_hidden_layers": 12,
+        "max_position_embeddings": 77,
+        "vocab_size": 49408,
+        "hidden_act": "quick_gelu",
+    },
+}
+
+
+def build(
+    folder: Path, *, inpaint_unet: bool = True, shape: dict[str, dict[str, Any]] = TINY
+) -> Path:
     import torch
     from diffusers import (
         AutoencoderKL,
@@ -32,45 +89,17 @@ def build(folder: Path, *, inpaint_unet: bool = True) -> Path:
 
     torch.manual_seed(0)
     unet = UNet2DConditionModel(
-        block_out_channels=(16, 32),
-        layers_per_block=1,
-        sample_size=16,
-        in_channels=9 if inpaint_unet else 4,
-        out_channels=4,
-        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
-        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
-        cross_attention_dim=16,
-        attention_head_dim=4,
-        norm_num_groups=8,
+        **shape["unet"], in_channels=9 if inpaint_unet else 4, out_channels=4
     )
-    vae = AutoencoderKL(
-        block_out_channels=[16, 32],
-        in_channels=3,
-        out_channels=3,
-        down_block_types=["DownEncoderBlock2D"] * 2,
-        up_block_types=["UpDecoderBlock2D"] * 2,
-        latent_channels=4,
-        norm_num_groups=8,
-        sample_size=32,
-    )
+    vae = AutoencoderKL(**shape["vae"], in_channels=3, out_channels=3, latent_channels=4)
     text = CLIPTextModel(
-        CLIPTextConfig(
-            bos_token_id=0,
-            eos_token_id=1,
-            pad_token_id=1,
-            hidden_size=16,
-            intermediate_size=24,
-            num_attention_heads=2,
-            num_hidden_layers=2,
-            vocab_size=64,
-            max_position_embeddings=32,
-        )
+        CLIPTextConfig(**shape["text"], bos_token_id=0, eos_token_id=1, pad_token_id=1)
     )
     write_tokenizer(folder / "_tokenizer")
     tokenizer = CLIPTokenizer(
         str(folder / "_tokenizer" / "vocab.json"),
         str(folder / "_tokenizer" / "merges.txt"),
-        model_max_length=32,
+        model_max_length=shape["text"]["max_position_embeddings"],
     )
     scheduler = DDIMScheduler(
         beta_start=0.00085,

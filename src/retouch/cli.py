@@ -305,6 +305,13 @@ def build_parser() -> argparse.ArgumentParser:
     outpaint.add_argument(
         "--model", help="model name in the store, or a path (providers with models)"
     )
+    outpaint.add_argument(
+        "--option",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="provider option, e.g. fast=true (repeatable)",
+    )
     outpaint.add_argument("--provider")
     _common(outpaint)
 
@@ -785,7 +792,7 @@ def cmd_outpaint(args: argparse.Namespace) -> int:
             provider=args.provider,
             seed=args.seed,
             feather=args.feather,
-            options=_parse_options([], args.model),
+            options=_parse_options(args.option, args.model),
             progress=progress,
         ),
     )

@@ -219,10 +219,14 @@ class DiffusersProvider:
         dtype = _dtype(options.dtype, device)  # checked on every request, not only on loading
         lora = _resolve(options.lora) if options.lora else None
         if options.fast and lora is None:
-            lora = _store_model("lora", "lcm-lora-sdv1-5", want="lcm")
+            lcm = _store_name(
+                "lora", "lcm-lora-sdv1-5", want="lcm", hint="or name a LoRA: --option lora=FILE"
+            )
+            lora = _resolve(str(lcm))
         tiny_vae = _resolve(options.tiny_vae) if options.tiny_vae else None
         if options.fast and tiny_vae is None:
-            tiny_vae = _store_model("vae", None)
+            found = _store_name("vae", None)
+            tiny_vae = _resolve(found) if found else None
         key = (
             str(path),
             device,
@@ -439,11 +443,7 @@ class DiffusersProvider:
         import diffusers
         from diffusers import ControlNetModel
 
-        path = Path(str(options.controlnet))
-        if not path.exists():
-            from retouch.models.store import ModelStore
-
-            path = ModelStore().path(str(options.controlnet))
+        path = _resolve(str(options.controlnet))
         key = (str(path), masked)
         with self._lock:
             if key not in loaded.extra:
@@ -604,8 +604,10 @@ def _catalog_io(name: str) -> dict[str, Any]:
     return dict(entry.io) if entry is not None else {}
 
 
-def _store_model(task: str, suggested: str | None, want: str | None = None) -> Path | None:
-    """The first model of a support task (lora, vae) on this machine, of the kind wanted
+def _store_name(
+    task: str, suggested: str | None, want: str | None = None, hint: str | None = None
+) -> str | None:
+    """The first model of a support task (lora, vae, depth) on this machine, of the kind wanted
     (the catalog's io kind, or the name: an added "my-lcm-lora"); for the LCM-LoRA, its
     absence is an error that says how to get it."""
     from retouch.models.store import ModelStore
@@ -620,11 +622,10 @@ def _store_model(task: str, suggested: str | None, want: str | None = None) -> P
 
         names = [n for n in names if want in n.lower() or kind(n) == want]
     if names:
-        return store.path(names[0])
+        return names[0]
     if suggested is not None:
         raise ModelNotAvailable(
-            suggested,
-            f"or name a LoRA: --option lora=FILE, or add one: retouch models add NAME FILE --task {task}",
+            suggested, hint or f"or add one: retouch models add NAME PATH --task {task}"
         )
     return None
 
@@ -736,20 +737,11 @@ def depth_map(
     on), from an ONNX depth model (Depth Anything / DPT / MiDaS layout: one image in, one
     depth map out), at the model's size from the catalog (default 518, a multiple of 14)."""
     from retouch.engines.onnx_session import create_session
-    from retouch.models.store import ModelStore
 
-    store = ModelStore()
-    if model is None:
-        names = store.names_for("depth")
-        if not names:
-            raise ModelNotAvailable(
-                "depth-anything-v2-small", "depth ControlNets need a depth model"
-            )
-        model = names[0]
-    path = Path(model).expanduser()
-    io = {} if path.exists() else _catalog_io(model)
-    if not path.exists():
-        path = store.path(model)
+    model = model or _store_name(
+        "depth", "depth-anything-v2-small", hint="depth ControlNets need a depth model"
+    )
+    path, io = _resolve(str(model)), _catalog_io(str(model))
     size = int(io.get("size", 518))
     multiple = int(io.get("multiple", 14))
     mean = np.asarray(io.get("mean", (0.485, 0.456, 0.406)), np.float32)
