@@ -11,7 +11,7 @@ import pytest
 pytest.importorskip("diffusers")
 
 from retouch.api import Toolkit
-from retouch.errors import Cancelled, InvalidRequest, ModelNotAvailable
+from retouch.errors import Cancelled, InvalidRequest, ModelNotAvailable, UnsupportedOperation
 from retouch.models.store import ModelStore
 from retouch.providers.diffusion import DiffusersOptions
 from retouch.types import Progress
@@ -551,17 +551,18 @@ def test_style_by_prompt_and_mask_blur(
     from retouch.cli import main
 
     photo, mask = scene
-    styled = TOOLKIT.stylize(photo, style="an oil painting", provider="diffusers")
+    styled = TOOLKIT.stylize(photo, prompt="an oil painting", provider="diffusers")
     assert styled.provider == "diffusers" and styled.image.seed is not None
     assert styled.image.pixels.shape == photo.shape
     assert not np.array_equal(styled.image.pixels, photo)
     assert np.array_equal(
-        TOOLKIT.stylize(photo, style="x", strength=0, provider="diffusers").image.pixels, photo
+        TOOLKIT.stylize(photo, prompt="x", strength=0, provider="diffusers").image.pixels, photo
     )
-    with pytest.raises(InvalidRequest, match="built-in style number"):
+    # A style number and a prompt are two fields: diffusers refuses the number, by name.
+    with pytest.raises(UnsupportedOperation, match="style is not supported by diffusers"):
         TOOLKIT.stylize(photo, style="7", provider="diffusers")
     # Without a provider named: prompts go to diffusion, style numbers to the style networks.
-    assert TOOLKIT.stylize(photo, style="ink wash").provider == "diffusers"
+    assert TOOLKIT.stylize(photo, prompt="ink wash").provider == "diffusers"
     assert TOOLKIT.stylize(photo, style="style-7").provider == "stylize"
     Image.fromarray(photo).save(tmp_path / "p.png")
     Image.fromarray(mask).save(tmp_path / "m.png")

@@ -17,7 +17,7 @@ from retouch._version import __version__
 
 if TYPE_CHECKING:
     from retouch.api import Toolkit
-    from retouch.types import ImageResult
+    from retouch.results import ImageResult
 
     _default = Toolkit()
     erase = _default.erase

@@ -1,30 +1,49 @@
-"""The Toolkit: resolve a provider -> check the request -> run -> compose -> ImageResult.
+"""The Toolkit: check the request -> pick a provider -> crop -> run -> stitch -> ImageResult.
 
-Every front end (library helpers, CLI, HTTP) goes through here, so the guarantees hold for
-every provider: inputs checked before work, pixels outside the mask unchanged, alpha and bit
-depth restored, metadata carried to the result, parameters recorded for replay.
+``Toolkit.run(request)`` is the one code path: the named helpers (``erase``, ``inpaint``...)
+only build requests, and every front end (CLI, HTTP, recipes) builds requests from the
+declaration in ``retouch.types`` and runs them here. So the guarantees hold for every
+provider: fields checked against their declaration before any provider is looked up,
+parameters a provider cannot honour refused, pixels outside the mask unchanged, alpha and
+bit depth restored, metadata carried to the result, parameters recorded for replay.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import time
 from collections.abc import Mapping
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from retouch import compose, imageio
 from retouch import masks as mask_ops
-from retouch.errors import ConfigurationError, InvalidRequest, UnsupportedOperation
+from retouch.declaration import (
+    FieldSpec,
+    build_request,
+    check_option_values,
+    check_support,
+    check_values,
+    honours,
+    option_fields,
+    request_parameters,
+    unsupported_fields,
+)
+from retouch.errors import ConfigurationError, ImageTooLarge, InvalidRequest, UnsupportedOperation
 from retouch.registry import ProviderSource, Registry
+from retouch.results import ImageResult, OutputImage
 from retouch.types import (
+    DEFAULT_CROP_MARGIN,
+    MASK_WORDS,
+    REQUEST_TYPES,
     EditRequest,
     EraseRequest,
-    ImageResult,
     InpaintRequest,
     Mask,
+    MaskInput,
     MaskRequest,
     OperationSpec,
     OutpaintRequest,
@@ -37,12 +56,11 @@ from retouch.types import (
     Request,
     ResizeRequest,
     RestoreFacesRequest,
-    ResultImage,
     StylizeRequest,
     UpscaleRequest,
     VariationsRequest,
     no_progress,
-    request_parameters,
+    parse_options,
     to_uint8,
 )
 
@@ -51,9 +69,10 @@ if TYPE_CHECKING:
     from retouch.masks import MaskFrom
     from retouch.types import Operation, Options
 
-SUBJECT_MASKS = ("subject", "background")
-DEFAULT_CROP_MARGIN = 128
-"""Context around the mask's box for masked work (IOPaint's crop margin)."""
+SUBJECT_MASKS = MASK_WORDS
+
+
+MaskedRequest = EraseRequest | InpaintRequest | EditRequest
 
 
 @dataclasses.dataclass(frozen=True)
@@ -91,12 +110,20 @@ class Toolkit:
     # --- providers ------------------------------------------------------------------------
 
     def provider_for(
-        self, operation: Operation, name: str | None = None, *, names_model: bool = False
+        self,
+        operation: Operation,
+        name: str | None = None,
+        *,
+        names_model: bool = False,
+        request: Request | None = None,
     ) -> Provider:
-        """The named provider (checked to do ``operation`` and be ready), else the best ready one.
+        """The named provider (checked to do ``operation`` and be ready), else the best ready
+        one: the first by priority that can honour every field ``request`` sets.
 
         ``names_model``: the request names its own model, so a provider that lacks only a
         default model may run it."""
+        if request is not None:
+            names_model = names_model or _names_model(request)
         if name is not None:
             provider = self.registry.get(name)
             if operation not in provider.info.operations:
@@ -108,9 +135,14 @@ class Toolkit:
                 _raise_unless_ready(status, name)
             return provider
         candidates = self.registry.supporting(operation)
-        for provider in candidates:
-            if provider.status().ready:
+        ready = [p for p in candidates if p.status().ready]
+        for provider in ready:
+            if request is None or not unsupported_fields(
+                request, provider.info.operations[operation]
+            ):
                 return provider
+        if ready:
+            return ready[0]  # it cannot honour everything asked: check_request says what
         if not candidates:
             raise UnsupportedOperation(
                 f"no installed provider does {operation}; see `retouch providers` for what is installed"
@@ -141,6 +173,60 @@ class Toolkit:
             )
         return reports
 
+    def loaded_providers(self) -> list[Provider]:
+        """Every registered provider that loads (a broken plugin is left out)."""
+        found = []
+        for name in self.registry.names():
+            try:
+                found.append(self.registry.get(name))
+            except ConfigurationError:
+                continue
+        return found
+
+    def option_fields(self, operation: Operation) -> list[FieldSpec]:
+        """Provider options offered as flat fields of ``operation`` (``--matting``...)."""
+        return option_fields(operation, self.loaded_providers())
+
+    def check_request(self, request: Request, spec: OperationSpec, provider: str) -> None:
+        """Refuse fields the provider cannot honour and bad options, before any work."""
+
+        def able(field: str) -> list[str]:
+            return [
+                p.info.name
+                for p in self.registry.supporting(request.operation)
+                if field in honours(p.info.operations[request.operation])
+            ]
+
+        check_support(request, spec, provider, able)
+        if spec.options is not None and request.options is not None:
+            if isinstance(request.options, Mapping):
+                image = request.image
+                check_option_values(
+                    option_fields(request.operation, [self.registry.get(provider)]),
+                    request.options,
+                    diagonal=math.hypot(image.width, image.height),
+                )
+            parse_options(spec.options, request.options, provider=provider)
+
+    # --- building requests ------------------------------------------------------------------
+
+    def build(self, operation: Operation, values: Mapping[str, Any]) -> Request:
+        """A request from flat values as the CLI, HTTP and recipes name them (text is parsed
+        by each field's kind; images are loaded; mask fields make a ``MaskInput``)."""
+        cls = REQUEST_TYPES.get(operation)
+        if cls is None:
+            raise InvalidRequest(
+                f"unknown operation {operation!r}; operations: {', '.join(REQUEST_TYPES)}",
+                param="operation",
+            )
+        request: Request = build_request(
+            cls,
+            values,
+            load_image=lambda source, field: self.load(source),
+            options=self.option_fields(operation),
+        )
+        return request
+
     # --- loading --------------------------------------------------------------------------
 
     def load(self, image: ImageSource, *, name: str | None = None) -> Picture:
@@ -170,6 +256,18 @@ class Toolkit:
             warnings=warnings,
         )
 
+    def resolve_mask(self, picture: Picture, mask: MaskInput, warnings: list[str]) -> Mask:
+        """The mask of a ``MaskInput`` in retouch's convention, grown as asked."""
+        array = self.load_mask(
+            mask.source,
+            picture,
+            mask_from=mask.mask_from,
+            invert=mask.invert,
+            resize=mask.resize,
+            warnings=warnings,
+        )
+        return mask_ops.grow(array, mask.grow) if mask.grow else array
+
     def subject_mask(
         self,
         image: ImageSource,
@@ -180,110 +278,14 @@ class Toolkit:
         progress: ProgressCallback = no_progress,
     ) -> Mask:
         """255 on the main subject ("subject") or everything else ("background")."""
-        if kind not in SUBJECT_MASKS:
-            raise InvalidRequest(
-                f"mask kind must be one of {', '.join(SUBJECT_MASKS)}, not {kind!r}"
-            )
         picture = self.load(image)
-        chosen = self.provider_for("mask", provider)
-        spec = chosen.info.operations["mask"]
-        request = MaskRequest(image=_for_provider(picture, spec), kind=kind, options=options)
-        check_request(request, spec, chosen.info.name)
-        result = chosen.run(request, progress)
-        mask: Mask = np.ascontiguousarray(result.image.pixels[:, :, 0], dtype=np.uint8)
-        _check_size(result.image.pixels, picture.width, picture.height, chosen.info.name)
-        return mask
+        result = self.run(
+            MaskRequest(image=picture, kind=kind, provider=provider, options=options),
+            progress=progress,
+        )
+        return np.ascontiguousarray(result.image.pixels[:, :, 0], dtype=np.uint8)
 
-    def remove_background(
-        self,
-        image: ImageSource,
-        *,
-        only_mask: bool = False,
-        bg_color: str | None = None,
-        bg_image: ImageSource | None = None,
-        bg_blur: float | None = None,
-        model: str | None = None,
-        provider: str | None = None,
-        options: Options = None,
-        progress: ProgressCallback = no_progress,
-    ) -> ImageResult:
-        """Cut out the subject (RGBA), or return its mask, or put it on a new background:
-        a colour, an image (scaled to cover), or the photo itself blurred by ``bg_blur``."""
-        started = time.perf_counter()
-        picture = self.load(image)
-        chosen_backgrounds = [b is not None for b in (bg_color, bg_image, bg_blur)]
-        if sum(chosen_backgrounds) > 1:
-            raise InvalidRequest("choose one of bg_color, bg_image and bg_blur")
-        if only_mask and any(chosen_backgrounds):
-            raise InvalidRequest(
-                "only_mask returns the mask; it cannot also replace the background"
-            )
-        colour = compose.parse_colour(bg_color) if bg_color is not None else None
-        backdrop = self.load(bg_image, name=None).rgb8() if bg_image is not None else None
-        if bg_blur is not None and not 0 < bg_blur <= 500:
-            raise InvalidRequest(
-                f"bg_blur must be a radius above 0 and at most 500 px, got {bg_blur}"
-            )
-        chosen = self.provider_for("remove-background", provider)
-        spec = chosen.info.operations["remove-background"]
-        request = RemoveBackgroundRequest(
-            image=picture, only_mask=only_mask, model=model, options=options
-        )
-        check_request(request, spec, chosen.info.name)
-        result = chosen.run(
-            dataclasses.replace(request, image=_for_provider(picture, spec)), progress
-        )
-        outputs: list[Pixels] = []
-        for out in result.images:
-            _check_size(out.pixels, picture.width, picture.height, chosen.info.name)
-            pixels = to_uint8(out.pixels)
-            if only_mask:
-                outputs.append(pixels)
-                continue
-            if pixels.shape[2] == 3:  # a provider that returned colours only: opaque
-                pixels = np.dstack([pixels, np.full(pixels.shape[:2], 255, np.uint8)])
-            if picture.alpha is not None:  # already transparent stays transparent
-                pixels[:, :, 3] = np.minimum(
-                    pixels[:, :, 3], to_uint8(picture.alpha[:, :, None])[:, :, 0]
-                )
-            if colour is not None:
-                plate = np.empty(
-                    (picture.height, picture.width, 4 if colour[3] < 255 else 3), np.uint8
-                )
-                plate[:] = colour[: plate.shape[2]]
-                pixels = compose.composite_over(pixels, plate)
-            elif backdrop is not None:
-                pixels = compose.composite_over(pixels, compose.cover(backdrop, picture.size))
-            elif bg_blur is not None:
-                pixels = compose.composite_over(pixels, compose.blurred(picture.rgb8(), bg_blur))
-            outputs.append(compose.match_depth(pixels, picture.pixels))
-        return self._finish(
-            result, picture, outputs, request, [], started, source_mode="L" if only_mask else None
-        )
-
-    def _load_masked(
-        self,
-        image: ImageSource,
-        mask: ImageSource,
-        mask_from: MaskFrom,
-        invert: bool,
-        resize: bool,
-        grow: int,
-        warnings: list[str],
-        *,
-        allow_full: bool,
-    ) -> tuple[Picture, Mask]:
-        """Image and mask in retouch's convention, the mask checked to select something."""
-        picture = self.load(image)
-        mask_array = self.load_mask(
-            mask, picture, mask_from=mask_from, invert=invert, resize=resize, warnings=warnings
-        )
-        if grow:
-            mask_array = mask_ops.grow(mask_array, grow)
-        mask_ops.check_selects(mask_array, name=_mask_name(mask), allow_full=allow_full)
-        return picture, mask_array
-
-    # --- operations -----------------------------------------------------------------------
+    # --- operations: each builds its request and runs it ----------------------------------------
 
     def erase(
         self,
@@ -306,21 +308,15 @@ class Toolkit:
         Pixels where the mask is 0 are returned unchanged. ``crop_margin`` pixels of context
         around the mask are given to the provider (None: the whole image).
         """
-        started = time.perf_counter()
-        warnings: list[str] = []
-        picture, mask_array = self._load_masked(
-            image, mask, mask_from, invert_mask, resize_mask, grow_mask, warnings, allow_full=False
-        )
-        request = EraseRequest(image=picture, mask=mask_array, seed=seed, options=options)
-        return self._run_masked(
-            request,
-            provider,
+        request = EraseRequest(
+            image=self.load(image),
+            mask=_mask_input(mask, mask_from, invert_mask, resize_mask, grow_mask, crop_margin),
             feather=feather,
-            crop_margin=crop_margin,
-            progress=progress,
-            warnings=warnings,
-            started=started,
+            seed=seed,
+            provider=provider,
+            options=options,
         )
+        return self.run(request, progress=progress)
 
     def inpaint(
         self,
@@ -335,6 +331,7 @@ class Toolkit:
         strength: float = 1.0,
         steps: int | None = None,
         guidance: float | None = None,
+        model: str | None = None,
         options: Options = None,
         mask_from: MaskFrom = "auto",
         invert_mask: bool = False,
@@ -345,14 +342,9 @@ class Toolkit:
         progress: ProgressCallback = no_progress,
     ) -> ImageResult:
         """Repaint what ``mask`` covers following ``prompt``; pixels outside stay unchanged."""
-        started = time.perf_counter()
-        warnings: list[str] = []
-        picture, mask_array = self._load_masked(
-            image, mask, mask_from, invert_mask, resize_mask, grow_mask, warnings, allow_full=True
-        )
         request = InpaintRequest(
-            image=picture,
-            mask=mask_array,
+            image=self.load(image),
+            mask=_mask_input(mask, mask_from, invert_mask, resize_mask, grow_mask, crop_margin),
             prompt=prompt,
             negative_prompt=negative_prompt,
             seed=seed,
@@ -360,17 +352,12 @@ class Toolkit:
             strength=strength,
             steps=steps,
             guidance=guidance,
+            feather=feather,
+            model=model,
+            provider=provider,
             options=options,
         )
-        return self._run_masked(
-            request,
-            provider,
-            feather=feather,
-            crop_margin=crop_margin,
-            progress=progress,
-            warnings=warnings,
-            started=started,
-        )
+        return self.run(request, progress=progress)
 
     def outpaint(
         self,
@@ -387,6 +374,7 @@ class Toolkit:
         provider: str | None = None,
         seed: int | None = None,
         feather: int = 16,
+        model: str | None = None,
         options: Options = None,
         progress: ProgressCallback = no_progress,
     ) -> ImageResult:
@@ -396,10 +384,8 @@ class Toolkit:
         which grows the canvas evenly on both sides. The original's pixels stay unchanged
         except a band of ``feather`` pixels at the extended edges, blended into the fill.
         """
-        started = time.perf_counter()
-        picture = self.load(image)
-        sides = outpaint_sides(
-            picture.size,
+        request = OutpaintRequest(
+            image=self.load(image),
             left=left,
             right=right,
             top=top,
@@ -407,23 +393,14 @@ class Toolkit:
             width=width,
             height=height,
             aspect=aspect,
+            prompt=prompt,
+            seed=seed,
+            feather=feather,
+            model=model,
+            provider=provider,
+            options=options,
         )
-        chosen = self.provider_for("outpaint", provider, names_model=_names_model(options))
-        spec = chosen.info.operations["outpaint"]
-        if spec.options is not None and "feather" in {
-            f.name for f in dataclasses.fields(spec.options)
-        }:
-            options = _with_default(options, "feather", feather)
-        request = OutpaintRequest(image=picture, **sides, prompt=prompt, seed=seed, options=options)
-        check_request(request, spec, chosen.info.name)
-        work = _for_provider(picture, spec)
-        result = chosen.run(dataclasses.replace(request, image=work), progress)
-        canvas, _, blend = compose.outpaint_canvas(picture.pixels, **sides, feather=feather)
-        outputs = []
-        for out in result.images:
-            _check_size(out.pixels, canvas.shape[1], canvas.shape[0], chosen.info.name)
-            outputs.append(compose.paste_back(canvas, out.pixels, blend))
-        return self._finish(result, picture, outputs, request, [], started)
+        return self.run(request, progress=progress)
 
     def upscale(
         self,
@@ -438,13 +415,16 @@ class Toolkit:
         progress: ProgressCallback = no_progress,
     ) -> ImageResult:
         """Enlarge by ``scale`` or to ``width``/``height``; alpha and 16 bit are kept."""
-        started = time.perf_counter()
-        picture = self.load(image)
-        compose.scaled_size(picture.size, scale=scale, width=width, height=height)
         request = UpscaleRequest(
-            image=picture, scale=scale, width=width, height=height, model=model, options=options
+            image=self.load(image),
+            scale=scale,
+            width=width,
+            height=height,
+            model=model,
+            provider=provider,
+            options=options,
         )
-        return self._run_whole(request, provider, progress=progress, started=started)
+        return self.run(request, progress=progress)
 
     def resize(
         self,
@@ -457,11 +437,37 @@ class Toolkit:
         progress: ProgressCallback = no_progress,
     ) -> ImageResult:
         """Lanczos resize so the long side is at most ``max_size`` (or to width/height)."""
-        started = time.perf_counter()
-        picture = self.load(image)
-        compose.fitted_size(picture.size, max_size=max_size, width=width, height=height)
-        request = ResizeRequest(image=picture, max_size=max_size, width=width, height=height)
-        return self._run_whole(request, provider, progress=progress, started=started)
+        request = ResizeRequest(
+            image=self.load(image), max_size=max_size, width=width, height=height, provider=provider
+        )
+        return self.run(request, progress=progress)
+
+    def remove_background(
+        self,
+        image: ImageSource,
+        *,
+        only_mask: bool = False,
+        bg_color: str | None = None,
+        bg_image: ImageSource | None = None,
+        bg_blur: float | None = None,
+        model: str | None = None,
+        provider: str | None = None,
+        options: Options = None,
+        progress: ProgressCallback = no_progress,
+    ) -> ImageResult:
+        """Cut out the subject (RGBA), or return its mask, or put it on a new background:
+        a colour, an image (scaled to cover), or the photo itself blurred by ``bg_blur``."""
+        request = RemoveBackgroundRequest(
+            image=self.load(image),
+            only_mask=only_mask,
+            bg_color=bg_color,
+            bg_image=self.load(bg_image) if bg_image is not None else None,
+            bg_blur=bg_blur,
+            model=model,
+            provider=provider,
+            options=options,
+        )
+        return self.run(request, progress=progress)
 
     def stylize(
         self,
@@ -469,26 +475,27 @@ class Toolkit:
         *,
         style: str | int | None = None,
         style_image: ImageSource | None = None,
+        prompt: str | None = None,
         strength: float = 1.0,
+        model: str | None = None,
         provider: str | None = None,
         options: Options = None,
         progress: ProgressCallback = no_progress,
     ) -> ImageResult:
-        """Restyle with a built-in style (``7``, ``"style-7"``, ``"3:0.5,12:0.5"``) or any
-        picture as ``style_image``; ``strength`` 0 returns the input. Alpha is kept."""
-        started = time.perf_counter()
-        picture = self.load(image)
-        painting = self.load(style_image) if style_image is not None else None
+        """Restyle with a built-in style (``7``, ``"style-7"``, ``"3:0.5,12:0.5"``), any
+        picture as ``style_image``, or a ``prompt`` (a diffusion provider); ``strength`` 0
+        returns the input. Alpha is kept."""
         request = StylizeRequest(
-            image=picture,
+            image=self.load(image),
             style=str(style) if style is not None else None,
-            style_image=painting,
+            style_image=self.load(style_image) if style_image is not None else None,
+            prompt=prompt,
             strength=strength,
+            model=model,
+            provider=provider,
             options=options,
         )
-        if provider is None and (style_image is not None or is_style_spec(request.style)):
-            provider = "stylize"  # built-in styles and style pictures: the style networks
-        return self._run_whole(request, provider, progress=progress, started=started)
+        return self.run(request, progress=progress)
 
     def edit(
         self,
@@ -499,22 +506,27 @@ class Toolkit:
         negative_prompt: str | None = None,
         seed: int | None = None,
         n: int = 1,
+        mask: ImageSource | None = None,
+        model: str | None = None,
         provider: str | None = None,
         options: Options = None,
         progress: ProgressCallback = no_progress,
     ) -> ImageResult:
-        """Image-to-image edit by prompt (providers that declare ``edit``)."""
-        started = time.perf_counter()
+        """Image-to-image edit by prompt (providers that declare ``edit``); with ``mask``,
+        only the masked area changes."""
         request = EditRequest(
             image=self.load(image),
             prompt=prompt,
+            mask=MaskInput(source=mask) if mask is not None else None,
             strength=strength,
             negative_prompt=negative_prompt,
             seed=seed,
             n=n,
+            model=model,
+            provider=provider,
             options=options,
         )
-        return self._run_whole(request, provider, progress=progress, started=started)
+        return self.run(request, progress=progress)
 
     def variations(
         self,
@@ -524,21 +536,23 @@ class Toolkit:
         strength: float = 0.6,
         prompt: str | None = None,
         seed: int | None = None,
+        model: str | None = None,
         provider: str | None = None,
         options: Options = None,
         progress: ProgressCallback = no_progress,
     ) -> ImageResult:
         """``n`` variations of an image (providers that declare ``variations``)."""
-        started = time.perf_counter()
         request = VariationsRequest(
             image=self.load(image),
             n=n,
             strength=strength,
             prompt=prompt,
             seed=seed,
+            model=model,
+            provider=provider,
             options=options,
         )
-        return self._run_whole(request, provider, progress=progress, started=started)
+        return self.run(request, progress=progress)
 
     def restore_faces(
         self,
@@ -551,11 +565,16 @@ class Toolkit:
         progress: ProgressCallback = no_progress,
     ) -> ImageResult:
         """Restore faces (providers that declare ``restore-faces``)."""
-        started = time.perf_counter()
         request = RestoreFacesRequest(
-            image=self.load(image), fidelity=fidelity, model=model, options=options
+            image=self.load(image),
+            fidelity=fidelity,
+            model=model,
+            provider=provider,
+            options=options,
         )
-        return self._run_whole(request, provider, progress=progress, started=started)
+        return self.run(request, progress=progress)
+
+    # --- the one code path ------------------------------------------------------------------
 
     def run(
         self,
@@ -564,40 +583,96 @@ class Toolkit:
         provider: str | None = None,
         progress: ProgressCallback = no_progress,
     ) -> ImageResult:
-        """Run a request built by hand (its pictures already loaded)."""
-        if isinstance(request, (EraseRequest, InpaintRequest)):
-            return self._run_masked(
-                request,
-                provider,
-                feather=0,
-                crop_margin=DEFAULT_CROP_MARGIN,
-                progress=progress,
-                warnings=[],
-                started=time.perf_counter(),
+        """Run any request: fields checked against the declaration, a provider chosen (the
+        named one, else the best ready one that honours the request), the work done on a
+        crop around the mask for masked operations, the result composited and described."""
+        started = time.perf_counter()
+        if provider is not None:
+            request = dataclasses.replace(request, provider=provider)
+        check_values(request)
+        warnings: list[str] = []
+        mask: Mask | None = None
+        if (
+            isinstance(request, (EraseRequest, InpaintRequest, EditRequest))
+            and request.mask is not None
+        ):
+            mask = self.resolve_mask(request.image, request.mask, warnings)
+            mask_ops.check_selects(
+                mask,
+                name=_mask_name(request.mask.source),
+                allow_full=not isinstance(request, EraseRequest),
             )
-        return self._run_whole(request, provider, progress=progress, started=time.perf_counter())
+        if isinstance(request, OutpaintRequest):
+            sides = outpaint_sides(
+                request.image.size,
+                left=request.left,
+                right=request.right,
+                top=request.top,
+                bottom=request.bottom,
+                width=request.width,
+                height=request.height,
+                aspect=request.aspect,
+            )
+            request = dataclasses.replace(
+                request,
+                left=sides["left"],
+                right=sides["right"],
+                top=sides["top"],
+                bottom=sides["bottom"],
+                width=None,
+                height=None,
+                aspect=None,
+            )
+        self._check_output_size(request)
+        chosen = self.provider_for(request.operation, request.provider, request=request)
+        spec = chosen.info.operations[request.operation]
+        request = _with_model_option(request, spec)
+        self.check_request(request, spec, chosen.info.name)
+        if mask is not None and isinstance(request, (EraseRequest, InpaintRequest, EditRequest)):
+            return self._run_masked(request, mask, chosen, spec, progress, warnings, started)
+        if isinstance(request, OutpaintRequest):
+            return self._run_outpaint(request, chosen, spec, progress, started)
+        if isinstance(request, RemoveBackgroundRequest):
+            return self._run_remove_background(request, chosen, spec, progress, started)
+        return self._run_whole(request, chosen, spec, progress, started)
 
-    # --- the shared pipeline --------------------------------------------------------------
+    def _check_output_size(self, request: Request) -> None:
+        """The output's pixels, known before any work, against the pixel limit."""
+        if self.max_pixels is None:
+            return
+        size = request.image.size
+        if isinstance(request, UpscaleRequest):
+            size = compose.scaled_size(
+                size, scale=request.scale, width=request.width, height=request.height
+            )
+        elif isinstance(request, ResizeRequest):
+            size = compose.fitted_size(
+                size, max_size=request.max_size, width=request.width, height=request.height
+            )
+        elif isinstance(request, OutpaintRequest):
+            size = (
+                size[0] + request.left + request.right,
+                size[1] + request.top + request.bottom,
+            )
+        if size[0] * size[1] > self.max_pixels:
+            raise ImageTooLarge(
+                f"the {request.operation} result would be {size[0]} x {size[1]} "
+                f"({size[0] * size[1] / 1e6:.1f} MP), over the limit of "
+                f"{self.max_pixels / 1e6:.1f} MP; ask for a smaller result"
+            )
 
     def _run_masked(
         self,
-        request: EraseRequest | InpaintRequest,
-        provider_name: str | None,
-        *,
-        feather: int,
-        crop_margin: int | None,
+        request: MaskedRequest,
+        mask: Mask,
+        provider: Provider,
+        spec: OperationSpec,
         progress: ProgressCallback,
         warnings: list[str],
         started: float,
     ) -> ImageResult:
-        picture, mask = request.image, request.mask
-        provider = self.provider_for(
-            request.operation, provider_name, names_model=_names_model(request.options)
-        )
-        spec = provider.info.operations[request.operation]
-        check_request(request, spec, provider.info.name)
-        if crop_margin is not None and crop_margin < 0:
-            raise InvalidRequest(f"crop_margin must be >= 0 pixels, got {crop_margin}")
+        picture = request.image
+        crop_margin = request.mask.crop_margin if request.mask is not None else None
         if crop_margin is None:
             plans = [compose.whole_image(picture.size)]
         else:  # one crop per separate region: two small marks far apart stay two small crops
@@ -615,7 +690,7 @@ class Toolkit:
             work_mask, _ = compose.pad_to_multiple(plan.crop_mask(mask), spec.size_multiple)
             _check_sides(work_pixels.shape[1], work_pixels.shape[0], spec, provider.info.name)
             work_request = dataclasses.replace(
-                request, image=picture.with_pixels(work_pixels), mask=work_mask
+                request, image=picture.with_pixels(work_pixels), mask=MaskInput.of(work_mask)
             )
             result = provider.run(work_request, progress)
             results.append(result)
@@ -626,7 +701,7 @@ class Toolkit:
                     out.pixels, work_pixels.shape[1], work_pixels.shape[0], provider.info.name
                 )
                 plan.stitch_into(
-                    outputs[index], out.pixels[:work_h, :work_w], mask, feather=feather
+                    outputs[index], out.pixels[:work_h, :work_w], mask, feather=request.feather
                 )
             if plan.scaled:
                 warnings.append(
@@ -641,25 +716,117 @@ class Toolkit:
                 "work_sizes": [list(plan.work_size) for plan in plans],
             }
             result.warnings = [w for r in results for w in r.warnings]
+        if request.mask is not None:  # the parameters describe the mask that was used
+            request = dataclasses.replace(
+                request, mask=dataclasses.replace(request.mask, source=mask)
+            )
         return self._finish(result, picture, outputs, request, warnings, started)
 
-    def _run_whole(
+    def _run_outpaint(
         self,
-        request: Request,
-        provider_name: str | None,
-        *,
+        request: OutpaintRequest,
+        provider: Provider,
+        spec: OperationSpec,
         progress: ProgressCallback,
         started: float,
     ) -> ImageResult:
         picture = request.image
-        provider = self.provider_for(
-            request.operation, provider_name, names_model=_names_model(request.options)
+        sides = {
+            "left": request.left,
+            "right": request.right,
+            "top": request.top,
+            "bottom": request.bottom,
+        }
+        options = request.options
+        if spec.options is not None and "feather" in {
+            f.name for f in dataclasses.fields(spec.options)
+        }:
+            options = _with_default(options, "feather", request.feather)
+        work = dataclasses.replace(request, image=_for_provider(picture, spec), options=options)
+        result = provider.run(work, progress)
+        canvas, _, blend = compose.outpaint_canvas(picture.pixels, **sides, feather=request.feather)
+        outputs = []
+        for out in result.images:
+            _check_size(out.pixels, canvas.shape[1], canvas.shape[0], provider.info.name)
+            outputs.append(compose.paste_back(canvas, out.pixels, blend))
+        return self._finish(result, picture, outputs, request, [], started)
+
+    def _run_remove_background(
+        self,
+        request: RemoveBackgroundRequest,
+        provider: Provider,
+        spec: OperationSpec,
+        progress: ProgressCallback,
+        started: float,
+    ) -> ImageResult:
+        picture = request.image
+        backgrounds = [b is not None for b in (request.bg_color, request.bg_image, request.bg_blur)]
+        if sum(backgrounds) > 1:
+            raise InvalidRequest("choose one of bg_color, bg_image and bg_blur")
+        if request.only_mask and any(backgrounds):
+            raise InvalidRequest(
+                "only_mask returns the mask; it cannot also replace the background",
+                param="only_mask",
+            )
+        colour = compose.parse_colour(request.bg_color) if request.bg_color is not None else None
+        backdrop = request.bg_image.rgb8() if request.bg_image is not None else None
+        work = dataclasses.replace(
+            request, image=_for_provider(picture, spec), bg_color=None, bg_image=None, bg_blur=None
         )
-        spec = provider.info.operations[request.operation]
-        check_request(request, spec, provider.info.name)
+        result = provider.run(work, progress)
+        outputs: list[Pixels] = []
+        for out in result.images:
+            _check_size(out.pixels, picture.width, picture.height, provider.info.name)
+            pixels = to_uint8(out.pixels)
+            if request.only_mask:
+                outputs.append(pixels)
+                continue
+            if pixels.shape[2] == 3:  # a provider that returned colours only: opaque
+                pixels = np.dstack([pixels, np.full(pixels.shape[:2], 255, np.uint8)])
+            if picture.alpha is not None:  # already transparent stays transparent
+                pixels[:, :, 3] = np.minimum(
+                    pixels[:, :, 3], to_uint8(picture.alpha[:, :, None])[:, :, 0]
+                )
+            if colour is not None:
+                plate = np.empty(
+                    (picture.height, picture.width, 4 if colour[3] < 255 else 3), np.uint8
+                )
+                plate[:] = colour[: plate.shape[2]]
+                pixels = compose.composite_over(pixels, plate)
+            elif backdrop is not None:
+                pixels = compose.composite_over(pixels, compose.cover(backdrop, picture.size))
+            elif request.bg_blur is not None:
+                pixels = compose.composite_over(
+                    pixels, compose.blurred(picture.rgb8(), request.bg_blur)
+                )
+            outputs.append(compose.match_depth(pixels, picture.pixels))
+        return self._finish(
+            result,
+            picture,
+            outputs,
+            request,
+            [],
+            started,
+            source_mode="L" if request.only_mask else None,
+        )
+
+    def _run_whole(
+        self,
+        request: Request,
+        provider: Provider,
+        spec: OperationSpec,
+        progress: ProgressCallback,
+        started: float,
+    ) -> ImageResult:
+        picture = request.image
         work = _for_provider(picture, spec)
         _check_sides(work.width, work.height, spec, provider.info.name)
         result = provider.run(dataclasses.replace(request, image=work), progress)
+        if isinstance(request, MaskRequest):
+            for out in result.images:
+                _check_size(out.pixels, picture.width, picture.height, provider.info.name)
+            outputs = [out.pixels for out in result.images]
+            return self._finish(result, picture, outputs, request, [], started, source_mode="L")
         outputs = [_restore_format(picture, out.pixels) for out in result.images]
         return self._finish(result, picture, outputs, request, [], started)
 
@@ -675,7 +842,7 @@ class Toolkit:
         source_mode: str | None = None,
     ) -> ImageResult:
         images = [
-            ResultImage(
+            OutputImage(
                 pixels=pixels,
                 seed=raw.seed,
                 icc_profile=picture.icc_profile if source_mode is None else None,
@@ -699,36 +866,25 @@ class Toolkit:
         )
 
 
-# --- checks, in one place -----------------------------------------------------------------
-
-_HONOURABLE = ("seed", "negative_prompt", "prompt", "n", "strength")
+# --- helpers ------------------------------------------------------------------------------
 
 
-def check_request(request: Request, spec: OperationSpec, provider: str) -> None:
-    """Refuse parameters the provider would ignore, and impossible values, before any work."""
-    defaults = {f.name: f.default for f in dataclasses.fields(request)}
-    for field in _HONOURABLE:
-        if field not in defaults or field in spec.honours or defaults[field] is dataclasses.MISSING:
-            continue
-        value = getattr(request, field)
-        if value != defaults[field] and value != "":
-            raise UnsupportedOperation(
-                f"{provider} does not use {field} for {request.operation}; leave it out or pick a "
-                f"provider that does (`retouch providers`)"
-            )
-    n = getattr(request, "n", 1)
-    if not 1 <= n <= 10:
-        raise InvalidRequest(f"n must be 1..10, got {n}")
-    strength = getattr(request, "strength", 1.0)
-    if not 0.0 <= strength <= 1.0:
-        raise InvalidRequest(f"strength must be between 0 and 1, got {strength}")
-    seed = getattr(request, "seed", None)
-    if seed is not None and not 0 <= seed < 2**32:
-        raise InvalidRequest(f"seed must be 0..4294967295, got {seed}")
-    if spec.options is not None and request.options is not None:
-        from retouch.types import parse_options
-
-        parse_options(spec.options, request.options, provider=provider)
+def _mask_input(
+    source: ImageSource,
+    mask_from: MaskFrom,
+    invert: bool,
+    resize: bool,
+    grow: int,
+    crop_margin: int | None,
+) -> MaskInput:
+    return MaskInput(
+        source=source,
+        mask_from=mask_from,
+        invert=invert,
+        resize=resize,
+        grow=grow,
+        crop_margin=crop_margin,
+    )
 
 
 def _check_sides(width: int, height: int, spec: OperationSpec, provider: str) -> None:
@@ -786,11 +942,32 @@ def _restore_format(picture: Picture, out: Pixels) -> Pixels:
     return out
 
 
-def _names_model(options: Options) -> bool:
-    """Whether provider options name a model (``{"model": ...}`` or an options object's field)."""
+def _names_model(request: Request) -> bool:
+    """Whether the request names its model (the field, or options ``model``)."""
+    if getattr(request, "model", None) is not None:
+        return True
+    options = request.options
     if isinstance(options, Mapping):
         return options.get("model") is not None
     return getattr(options, "model", None) is not None
+
+
+def _with_model_option(request: Request, spec: OperationSpec) -> Request:
+    """Providers whose options carry the model get the request's ``model`` there too."""
+    model = getattr(request, "model", None)
+    if model is None or spec.options is None:
+        return request
+    if "model" not in {f.name for f in dataclasses.fields(spec.options)}:
+        return request
+    options = request.options
+    if options is None or isinstance(options, Mapping):
+        given = (options or {}).get("model")
+        if given is not None and given != model:
+            raise InvalidRequest(
+                f"model {model!r} and options model {given!r} disagree; give one", param="model"
+            )
+        return dataclasses.replace(request, options={**(options or {}), "model": model})
+    return request
 
 
 def _mask_name(mask: object) -> str:
@@ -825,9 +1002,11 @@ def outpaint_sides(
         )
     if aspect is not None:
         if width is not None or height is not None:
-            raise InvalidRequest("give either aspect or width/height, not both")
+            raise InvalidRequest("give either aspect or width/height, not both", param="aspect")
         if not 0.05 <= aspect <= 20:
-            raise InvalidRequest(f"aspect (width / height) must be 0.05..20, got {aspect}")
+            raise InvalidRequest(
+                f"aspect (width / height) must be 0.05..20, got {aspect}", param="aspect"
+            )
         if w / h < aspect:
             width, height = round(h * aspect), h
         else:
@@ -845,16 +1024,9 @@ def outpaint_sides(
     sides = {"left": left, "right": right, "top": top, "bottom": bottom}
     for side, value in sides.items():
         if value < 0:
-            raise InvalidRequest(f"outpaint {side} must be >= 0 pixels, got {value}")
+            raise InvalidRequest(f"outpaint {side} must be >= 0 pixels, got {value}", param=side)
     if not any(sides.values()):
         raise InvalidRequest(
             "outpaint needs at least one of --left/--right/--top/--bottom > 0, or a larger target"
         )
     return sides
-
-
-def is_style_spec(style: str | None) -> bool:
-    """A built-in style reference (``7``, ``style-7``, ``3:0.5,12:0.5``) rather than a prompt."""
-    import re
-
-    return style is not None and re.fullmatch(r"\s*((style-)?\d+|[\d:.,\s]+)\s*", style) is not None

@@ -18,7 +18,8 @@ from retouch._version import __version__
 
 if TYPE_CHECKING:
     from retouch.api import Toolkit
-    from retouch.types import ImageResult, Mask, Progress
+    from retouch.results import ImageResult
+    from retouch.types import Mask, Progress
 
 EXIT_CODES: list[tuple[str, int]] = [
     # most specific first; looked up by class name along the exception's MRO

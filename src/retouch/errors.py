@@ -12,6 +12,7 @@ RetouchError
  +-- DownloadError             a pull failed: offline, HTTP error, server unreachable
  |    +-- ChecksumMismatch     the file is not the one the catalog names (it was deleted)
  +-- DependencyMissing         an optional extra is not installed: `pip install retouch[X]`
+ |                             (also an ImportError)
  +-- ProviderError             a backend failed while running
  |    +-- AuthenticationError
  |    +-- RateLimited          .retry_after seconds, when the service says
@@ -34,7 +35,14 @@ class RetouchError(Exception):
 
 
 class InvalidRequest(RetouchError, ValueError):
-    """The request cannot be run as given; the message says what to change."""
+    """The request cannot be run as given; the message says what to change.
+
+    ``param`` names the request field at fault, when there is one (the HTTP error's
+    ``param``)."""
+
+    def __init__(self, message: str, *, param: str | None = None) -> None:
+        self.param = param
+        super().__init__(message)
 
 
 class InvalidImage(InvalidRequest):
@@ -54,7 +62,11 @@ class OutputExists(InvalidRequest):
 
 
 class UnsupportedOperation(RetouchError):
-    """The chosen provider does not support this operation or parameter."""
+    """The chosen provider does not support this operation or parameter (``param``)."""
+
+    def __init__(self, message: str, *, param: str | None = None) -> None:
+        self.param = param
+        super().__init__(message)
 
 
 class ModelNotAvailable(RetouchError):
@@ -70,8 +82,11 @@ class ModelNotAvailable(RetouchError):
         super().__init__(message)
 
 
-class DependencyMissing(RetouchError):
-    """An optional dependency is missing; the message names the pip extra."""
+class DependencyMissing(RetouchError, ImportError):
+    """An optional dependency is missing; the message names the pip extra.
+
+    Also an ImportError, so code written for other toolkits that catches ImportError for
+    "provider not installed" catches this too."""
 
     def __init__(self, package: str, extra: str | None = None, purpose: str | None = None) -> None:
         self.package = package
@@ -79,6 +94,7 @@ class DependencyMissing(RetouchError):
         what = f" for {purpose}" if purpose else ""
         how = f"pip install 'retouch[{extra}]'" if extra else f"pip install {package}"
         super().__init__(f"the package {package!r} is needed{what}; install it with: {how}")
+        self.name = package
 
 
 class ProviderError(RetouchError):

@@ -34,10 +34,10 @@ import numpy as np
 from PIL import Image, ImageCms, UnidentifiedImageError
 
 from retouch.errors import ImageTooLarge, InvalidImage, InvalidRequest, OutputExists
-from retouch.types import Picture, Pixels, ResultImage, to_uint8
+from retouch.picture import Picture, Pixels, to_uint8
 
 if TYPE_CHECKING:
-    from retouch.types import ImageResult
+    from retouch.results import ImageResult, OutputImage
 
 ImageSource = (
     str
@@ -377,7 +377,7 @@ def format_for(path: str | Path) -> str:
 
 
 def encode_image(
-    image: ResultImage | Picture,
+    image: OutputImage | Picture,
     fmt: str,
     *,
     parameters: dict[str, Any] | None = None,
@@ -584,7 +584,7 @@ def save_result(
 
 
 def save_image(
-    image: ResultImage | Picture | Pixels,
+    image: OutputImage | Picture | Pixels,
     path: str | Path,
     *,
     overwrite: bool = False,

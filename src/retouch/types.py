@@ -1,16 +1,24 @@
-"""The data that flows between layers: pictures, requests, results, and the provider contract.
+"""The declaration: one request dataclass per operation, and the provider contract.
 
-Requests are typed per operation and frozen; a misspelt field is a TypeError at construction,
-never ignored. Provider-specific knobs travel in ``options`` (a mapping or the provider's own
-options dataclass), which the provider parses strictly with ``parse_options``.
+Every field a user can set is a field of a request dataclass, and its ``param(...)``
+metadata (help, range or choices, CLI flag, whether a provider must declare support for it)
+is the one place it is described. The CLI subcommands, the HTTP request models and OpenAPI,
+``GET /v1/operations`` and ``retouch.operations()`` are generated from these classes
+(``retouch.declaration`` walks them), so a field added here appears everywhere.
+
+Requests are frozen; a misspelt field is a TypeError at construction, never ignored.
+Provider-specific knobs travel in ``options`` (a mapping or the provider's own options
+dataclass), parsed strictly with ``parse_options``; an options field that carries
+``param(...)`` metadata is also offered as a flag / form field of its operations.
+
+This module holds data only: no I/O imports (``retouch.results`` holds the result types,
+which can save themselves).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import time
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import (
     TYPE_CHECKING,
@@ -24,20 +32,49 @@ from typing import (
 )
 
 import numpy as np
-from numpy.typing import NDArray
 
-from retouch.errors import InvalidRequest
+from retouch.errors import ConfigurationError, InvalidRequest
+from retouch.picture import Mask, Picture, Pixels, to_uint8, to_uint16
 
 if TYPE_CHECKING:
-    from pathlib import Path
+    from retouch.results import ImageResult, OutputImage, ResultImage
 
-    from PIL import Image
-
-Pixels = NDArray[Any]
-"""HxWxC array, C in (3, 4), uint8 or uint16, RGB(A) order. Never BGR outside an engine."""
-
-Mask = NDArray[np.uint8]
-"""HxW uint8: 255 = edit, 0 = keep exactly, grey = partial."""
+__all__ = [
+    "OPERATIONS",
+    "REQUEST_TYPES",
+    "EditRequest",
+    "EraseRequest",
+    "ImageResult",
+    "InpaintRequest",
+    "Mask",
+    "MaskInput",
+    "MaskRequest",
+    "Operation",
+    "OperationSpec",
+    "OutpaintRequest",
+    "OutputImage",
+    "Param",
+    "Picture",
+    "Pixels",
+    "Progress",
+    "ProgressCallback",
+    "Provider",
+    "ProviderInfo",
+    "ProviderStatus",
+    "RemoveBackgroundRequest",
+    "Request",
+    "ResizeRequest",
+    "RestoreFacesRequest",
+    "ResultImage",
+    "StylizeRequest",
+    "UpscaleRequest",
+    "VariationsRequest",
+    "no_progress",
+    "param",
+    "parse_options",
+    "to_uint8",
+    "to_uint16",
+]
 
 Operation = Literal[
     "erase",
@@ -67,80 +104,6 @@ OPERATIONS: tuple[Operation, ...] = (
 )
 
 
-@dataclass
-class Picture:
-    """A decoded image plus what is needed to write it back faithfully."""
-
-    pixels: Pixels
-    icc_profile: bytes | None = None
-    exif: bytes | None = None
-    """EXIF block with the orientation already applied to ``pixels`` and reset to 1."""
-    source_mode: str = "RGB"
-    """The file's own mode (``L``, ``CMYK``, ``I;16``...) so that saving can restore it."""
-    name: str = "<image>"
-    """Where it came from, for error messages."""
-    format: str | None = None
-
-    def __post_init__(self) -> None:
-        p = self.pixels
-        if p.ndim != 3 or p.shape[2] not in (3, 4) or p.dtype not in (np.uint8, np.uint16):
-            raise InvalidRequest(
-                f"{self.name}: pixels must be HxWx3 or HxWx4 uint8/uint16, "
-                f"got shape {p.shape} {p.dtype}"
-            )
-
-    @property
-    def width(self) -> int:
-        return int(self.pixels.shape[1])
-
-    @property
-    def height(self) -> int:
-        return int(self.pixels.shape[0])
-
-    @property
-    def size(self) -> tuple[int, int]:
-        """(width, height), PIL's order."""
-        return self.width, self.height
-
-    @property
-    def has_alpha(self) -> bool:
-        return int(self.pixels.shape[2]) == 4
-
-    @property
-    def is_16bit(self) -> bool:
-        return bool(self.pixels.dtype == np.uint16)
-
-    @property
-    def rgb(self) -> Pixels:
-        """The colour channels at the picture's own bit depth."""
-        return self.pixels[:, :, :3]
-
-    @property
-    def alpha(self) -> Pixels | None:
-        return self.pixels[:, :, 3] if self.has_alpha else None
-
-    def rgb8(self) -> NDArray[np.uint8]:
-        """Colour channels as 8-bit RGB: what a provider that needs 8-bit gets."""
-        return to_uint8(self.rgb)
-
-    def with_pixels(self, pixels: Pixels) -> Picture:
-        """The same metadata around new pixels."""
-        return dataclasses.replace(self, pixels=pixels)
-
-
-def to_uint8(pixels: Pixels) -> NDArray[np.uint8]:
-    if pixels.dtype == np.uint8:
-        return np.ascontiguousarray(pixels)
-    # Rounded 16 -> 8 bit: 65535 -> 255, 257 * k -> k exactly.
-    return ((pixels.astype(np.uint32) + 128) // 257).astype(np.uint8)
-
-
-def to_uint16(pixels: Pixels) -> NDArray[np.uint16]:
-    if pixels.dtype == np.uint16:
-        return np.ascontiguousarray(pixels)
-    return pixels.astype(np.uint16) * 257
-
-
 # --- progress -----------------------------------------------------------------------------
 
 
@@ -165,6 +128,223 @@ def no_progress(_: Progress) -> None:
     """A progress callback that ignores reports."""
 
 
+# --- field metadata -----------------------------------------------------------------------
+
+Kind = Literal[
+    "image", "mask", "text", "int", "float", "bool", "ratio", "bytes", "box", "points", "options"
+]
+"""How a front end reads a field. Derived from the annotation unless ``param(kind=...)``."""
+
+
+@dataclass(frozen=True)
+class Param:
+    """What every front end needs to know about one field (carried as field metadata)."""
+
+    help: str
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False
+    """``low`` itself is not allowed (a value must be above it)."""
+    choices: tuple[str, ...] = ()
+    kind: Kind | None = None
+    name: str | None = None
+    """The field's flat name over HTTP, in recipes and in metadata (default: its own name).
+    ``MaskInput`` fields use it (``grow`` is ``grow_mask``)."""
+    flag: str | None = None
+    """The CLI's long option (default: ``--`` + the flat name with dashes)."""
+    aliases: tuple[str, ...] = ()
+    """More CLI spellings, e.g. ``("-n",)`` or ``("--mask-blur",)``."""
+    metavar: str | None = None
+    needs_support: bool = False
+    """A provider must list the field in ``OperationSpec.honours`` to be given a value other
+    than the default; otherwise the request is refused before any work (never ignored)."""
+    max_by_image: Literal["diagonal"] | None = None
+    """A ceiling that scales with the image: at most its diagonal in pixels."""
+    max_length: int = 32_000
+    """Longest text accepted (text fields)."""
+    cli: bool = True
+    """False: not offered as a CLI flag (the command has its own way to set it)."""
+
+
+META_KEY = "retouch"
+
+
+def param(default: Any = dataclasses.MISSING, **meta: Any) -> Any:
+    """A request field with its metadata: ``seed: int | None = param(None, help=...)``."""
+    return field(default=default, metadata={META_KEY: Param(**meta)})
+
+
+def _param_of(f: dataclasses.Field[Any]) -> Param | None:
+    found = f.metadata.get(META_KEY)
+    return found if isinstance(found, Param) else None
+
+
+# --- masks --------------------------------------------------------------------------------
+
+MaskFrom = Literal["auto", "luminance", "alpha"]
+DEFAULT_CROP_MARGIN = 128
+"""Context around the mask's box for masked work (IOPaint's crop margin)."""
+MASK_WORDS = ("subject", "background")
+"""Mask sources made from the image itself by a mask provider."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class MaskInput:
+    """How a masked operation gets its mask: the source and how to read and prepare it.
+
+    Shared by every masked operation. ``source`` is a mask image in any form ``imageio``
+    reads, an HxW array, or a word (``subject`` / ``background``) that makes one from the
+    image. Providers receive a resolved ``MaskInput`` (``.array``: HxW uint8, 255 = edit).
+    """
+
+    source: Any = param(
+        kind="mask",
+        name="mask",
+        flag="--mask",
+        aliases=("-m",),
+        help="mask image (white = area to change), or 'subject' / 'background' to make one",
+    )
+    mask_from: MaskFrom = param(
+        "auto",
+        choices=("auto", "luminance", "alpha"),
+        help="how to read the mask: brightness (white = edit), alpha (transparent = edit), or "
+        "auto: alpha when the mask has transparency (default)",
+    )
+    invert: bool = param(False, name="invert_mask", help="edit the black part instead")
+    resize: bool = param(
+        False, name="resize_mask", help="stretch a mask of another size to the image"
+    )
+    grow: int = param(
+        0,
+        low=0,
+        max_by_image="diagonal",
+        name="grow_mask",
+        metavar="PX",
+        help="grow the mask by PX pixels first",
+    )
+    crop_margin: int | None = param(
+        DEFAULT_CROP_MARGIN,
+        low=0,
+        high=1_000_000,  # a margin past the image's edges is clipped to them: no cost
+        metavar="PX",
+        help="context around the mask given to the provider, in pixels (default 128; "
+        "None: the whole image)",
+    )
+
+    @classmethod
+    def of(cls, mask: Mask) -> MaskInput:
+        """A resolved mask: already in retouch's convention, nothing left to do."""
+        return cls(source=mask, mask_from="luminance")
+
+    @property
+    def array(self) -> Mask:
+        """The mask (HxW uint8, 255 = edit) once the Toolkit has resolved it."""
+        source = self.source
+        if (
+            isinstance(source, np.ndarray)
+            and source.ndim == 2
+            and source.dtype == np.uint8
+            and self.mask_from != "alpha"
+            and not self.invert
+            and not self.grow
+        ):
+            return source
+        raise ConfigurationError(
+            "this mask has not been resolved: run requests through retouch.Toolkit.run"
+        )
+
+
+def _coerce_mask(request: Any) -> None:
+    """Let a request be built with a bare mask (array, path...) as well as a MaskInput."""
+    mask = request.mask
+    if mask is not None and not isinstance(mask, MaskInput):
+        object.__setattr__(request, "mask", MaskInput(source=mask))
+
+
+# --- shared fields ------------------------------------------------------------------------
+
+
+def _image() -> Any:
+    return param(kind="image", help="the image: a file (PNG, JPEG, WebP, TIFF...)")
+
+
+def _seed() -> Any:
+    return param(
+        None,
+        low=0,
+        high=2**32 - 1,
+        needs_support=True,
+        help="seed for reproducible results (default: random; the one used is returned)",
+    )
+
+
+def _model(help: str = "model name in the store, or a path (providers with models)") -> Any:
+    return param(None, needs_support=True, help=help)
+
+
+def _provider() -> Any:
+    return param(None, help="provider name (default: the best ready one; see `retouch providers`)")
+
+
+def _options() -> Any:
+    return param(
+        None,
+        kind="options",
+        help="provider options (checked by the chosen provider), e.g. fast=true",
+    )
+
+
+def _prompt(required: bool, help: str) -> Any:
+    if required:
+        return param(kind="text", help=help)
+    return param(None, needs_support=True, help=help)
+
+
+def _negative_prompt() -> Any:
+    return param(None, needs_support=True, help="what to keep out of the picture")
+
+
+def _n() -> Any:
+    return param(
+        1, low=1, high=10, aliases=("-n",), needs_support=True, help="how many images (default 1)"
+    )
+
+
+def _strength(default: float, help: str) -> Any:
+    return param(default, low=0.0, high=1.0, needs_support=True, help=help)
+
+
+def _feather(default: int, help: str) -> Any:
+    return param(
+        default,
+        low=0,
+        max_by_image="diagonal",
+        aliases=("--mask-blur",),
+        metavar="PX",
+        help=f"{help} (default {default})",
+    )
+
+
+def _steps() -> Any:
+    return param(
+        None, low=1, high=150, needs_support=True, help="sampling steps (providers that use them)"
+    )
+
+
+def _guidance() -> Any:
+    return param(
+        None,
+        low=1.0,
+        high=20.0,
+        needs_support=True,
+        help="guidance scale: how closely to follow the prompt (providers that use it)",
+    )
+
+
+def _size(what: str) -> Any:
+    return param(None, low=1, metavar="PX", help=what)
+
+
 # --- requests -----------------------------------------------------------------------------
 
 Options = Union[Mapping[str, Any], object, None]  # noqa: UP007 - a runtime alias
@@ -172,136 +352,240 @@ Options = Union[Mapping[str, Any], object, None]  # noqa: UP007 - a runtime alia
 
 @dataclass(frozen=True, kw_only=True)
 class EraseRequest:
-    """Remove what the mask covers and fill it from the surroundings (no prompt)."""
-
     operation: ClassVar[Operation] = "erase"
-    image: Picture
-    mask: Mask
-    seed: int | None = None
-    options: Options = None
+    summary: ClassVar[str] = (
+        "Remove what the mask covers (white = remove) and fill it from the surroundings; "
+        "pixels outside the mask stay exactly as they were."
+    )
+    image: Picture = _image()
+    mask: MaskInput = param(kind="mask", help="the area to remove")
+    feather: int = _feather(0, "soften the mask edge inwards by PX")
+    seed: int | None = _seed()
+    model: str | None = _model()
+    provider: str | None = _provider()
+    options: Options = _options()
+
+    def __post_init__(self) -> None:
+        _coerce_mask(self)
 
 
 @dataclass(frozen=True, kw_only=True)
 class InpaintRequest:
-    """Repaint what the mask covers, guided by a prompt."""
-
     operation: ClassVar[Operation] = "inpaint"
-    image: Picture
-    mask: Mask
-    prompt: str
-    negative_prompt: str | None = None
-    seed: int | None = None
-    n: int = 1
-    strength: float = 1.0
-    steps: int | None = None
-    guidance: float | None = None
-    options: Options = None
+    summary: ClassVar[str] = (
+        "Repaint what the mask covers (white = repaint) following a prompt; pixels outside "
+        "the mask stay exactly as they were."
+    )
+    image: Picture = _image()
+    mask: MaskInput = param(kind="mask", help="the area to repaint")
+    prompt: str = _prompt(True, "what to paint in the masked area")
+    negative_prompt: str | None = _negative_prompt()
+    strength: float = _strength(
+        1.0, "how much the masked area may change: 0 keeps it, 1 repaints it"
+    )
+    steps: int | None = _steps()
+    guidance: float | None = _guidance()
+    n: int = _n()
+    seed: int | None = _seed()
+    feather: int = _feather(8, "soften (blur) the mask edge inwards by PX, so the fill blends in")
+    model: str | None = _model()
+    provider: str | None = _provider()
+    options: Options = _options()
+
+    def __post_init__(self) -> None:
+        _coerce_mask(self)
 
 
 @dataclass(frozen=True, kw_only=True)
 class OutpaintRequest:
-    """Extend the canvas by the given pixels per side and fill the new area."""
-
     operation: ClassVar[Operation] = "outpaint"
-    image: Picture
-    left: int = 0
-    right: int = 0
-    top: int = 0
-    bottom: int = 0
-    prompt: str | None = None
-    seed: int | None = None
-    options: Options = None
+    summary: ClassVar[str] = (
+        "Extend the canvas and fill the new area: pixels per side, or a target width/height "
+        "or aspect ratio (the canvas grows evenly)."
+    )
+    image: Picture = _image()
+    left: int = param(0, low=0, metavar="PX", help="pixels to add on the left")
+    right: int = param(0, low=0, metavar="PX", help="pixels to add on the right")
+    top: int = param(0, low=0, metavar="PX", help="pixels to add on the top")
+    bottom: int = param(0, low=0, metavar="PX", help="pixels to add on the bottom")
+    width: int | None = _size("target canvas width")
+    height: int | None = _size("target canvas height")
+    aspect: float | None = param(
+        None,
+        low=0.05,
+        high=20.0,
+        kind="ratio",
+        help="target aspect ratio (width / height), e.g. 16:9 or 1.5",
+    )
+    prompt: str | None = _prompt(
+        False, "what to paint in the new area (providers that use prompts)"
+    )
+    seed: int | None = _seed()
+    feather: int = _feather(16, "seam blend width")
+    model: str | None = _model()
+    provider: str | None = _provider()
+    options: Options = _options()
 
 
 @dataclass(frozen=True, kw_only=True)
 class EditRequest:
-    """Image-to-image edit by prompt; ``strength`` 0 returns the input."""
-
     operation: ClassVar[Operation] = "edit"
-    image: Picture
-    prompt: str
-    mask: Mask | None = None
-    negative_prompt: str | None = None
-    strength: float = 0.6
-    seed: int | None = None
-    n: int = 1
-    options: Options = None
+    summary: ClassVar[str] = (
+        "Change a whole image following a prompt (img2img); strength 0 returns the input."
+    )
+    image: Picture = _image()
+    prompt: str = _prompt(True, "what the picture should become")
+    mask: MaskInput | None = param(
+        None, kind="mask", help="only change this area (white = change); the rest stays exact"
+    )
+    negative_prompt: str | None = _negative_prompt()
+    strength: float = _strength(0.6, "0 keeps the input, 1 ignores it")
+    n: int = _n()
+    seed: int | None = _seed()
+    feather: int = _feather(8, "with a mask: soften the mask edge inwards by PX")
+    model: str | None = _model()
+    provider: str | None = _provider()
+    options: Options = _options()
+
+    def __post_init__(self) -> None:
+        _coerce_mask(self)
 
 
 @dataclass(frozen=True, kw_only=True)
 class VariationsRequest:
     operation: ClassVar[Operation] = "variations"
-    image: Picture
-    n: int = 1
-    strength: float = 0.6
-    prompt: str | None = None
-    seed: int | None = None
-    options: Options = None
+    summary: ClassVar[str] = "Make variations of an image."
+    image: Picture = _image()
+    n: int = _n()
+    strength: float = _strength(0.6, "how far each variation may move from the input (0..1)")
+    prompt: str | None = _prompt(False, "steer the variations (providers that take prompts)")
+    seed: int | None = _seed()
+    model: str | None = _model()
+    provider: str | None = _provider()
+    options: Options = _options()
 
 
 @dataclass(frozen=True, kw_only=True)
 class UpscaleRequest:
-    """Enlarge by ``scale`` (any factor > 0), or to ``width``/``height``."""
-
     operation: ClassVar[Operation] = "upscale"
-    image: Picture
-    scale: float = 4.0
-    width: int | None = None
-    height: int | None = None
-    model: str | None = None
-    options: Options = None
+    summary: ClassVar[str] = (
+        "Enlarge by a scale (any factor up to 16) or to a width/height; alpha and 16 bit kept."
+    )
+    image: Picture = _image()
+    scale: float = param(
+        4.0, low=0.0, low_open=True, high=16.0, help="factor, above 0 up to 16 (default 4)"
+    )
+    width: int | None = _size("target width (alone: keeps the aspect ratio)")
+    height: int | None = _size("target height (alone: keeps the aspect ratio)")
+    model: str | None = _model("model name or path (default: the provider's)")
+    provider: str | None = _provider()
+    options: Options = _options()
 
 
 @dataclass(frozen=True, kw_only=True)
 class ResizeRequest:
-    """Lanczos resize so the longest side is at most ``max_size``, or to ``width``/``height``."""
-
     operation: ClassVar[Operation] = "resize"
-    image: Picture
-    max_size: int | None = None
-    width: int | None = None
-    height: int | None = None
-    options: Options = None
+    summary: ClassVar[str] = (
+        "Lanczos resize so the longest side is at most max_size, or to width/height (one "
+        "alone keeps the aspect ratio)."
+    )
+    image: Picture = _image()
+    max_size: int | None = param(
+        None, low=1, metavar="PX", help="longest side in pixels (never enlarges)"
+    )
+    width: int | None = _size("target width")
+    height: int | None = _size("target height")
+    provider: str | None = _provider()
+    options: Options = _options()
 
 
 @dataclass(frozen=True, kw_only=True)
 class RemoveBackgroundRequest:
     operation: ClassVar[Operation] = "remove-background"
-    image: Picture
-    only_mask: bool = False
-    model: str | None = None
-    options: Options = None
+    summary: ClassVar[str] = (
+        "Cut out the main subject (transparent background), return its mask, or put it on a "
+        "new background: a colour, an image or a blur of the photo itself."
+    )
+    image: Picture = _image()
+    only_mask: bool = param(False, help="return the mask (white = subject) instead of the cut-out")
+    bg_color: str | None = param(
+        None, metavar="COLOR", help="new background: #rrggbb, a name, or r,g,b[,a]"
+    )
+    bg_image: Picture | None = param(
+        None, kind="image", metavar="FILE", help="new background image (scaled to cover)"
+    )
+    bg_blur: float | None = param(
+        None,
+        low=0.0,
+        low_open=True,
+        high=500.0,
+        metavar="RADIUS",
+        help="blur the photo's own background by RADIUS px (portrait style)",
+    )
+    model: str | None = _model("segmentation model: a store name or a path to an .onnx")
+    provider: str | None = _provider()
+    options: Options = _options()
 
 
 @dataclass(frozen=True, kw_only=True)
 class RestoreFacesRequest:
     operation: ClassVar[Operation] = "restore-faces"
-    image: Picture
-    fidelity: float = 0.5
-    model: str | None = None
-    options: Options = None
+    summary: ClassVar[str] = "Restore faces (providers that declare restore-faces)."
+    image: Picture = _image()
+    fidelity: float = param(
+        0.5,
+        low=0.0,
+        high=1.0,
+        needs_support=True,
+        help="0 = strongest restoration, 1 = closest to the input (CodeFormer's w)",
+    )
+    model: str | None = _model("face restoration model (a store name or a path)")
+    provider: str | None = _provider()
+    options: Options = _options()
 
 
 @dataclass(frozen=True, kw_only=True)
 class StylizeRequest:
     operation: ClassVar[Operation] = "stylize"
-    image: Picture
-    style: str | None = None
-    style_image: Picture | None = None
-    strength: float = 1.0
-    options: Options = None
+    summary: ClassVar[str] = (
+        "Restyle: a built-in style (0-25, style-N, or a blend N:W,M:W), any picture as the "
+        "style, or a prompt with a diffusion provider. strength 0 returns the input."
+    )
+    image: Picture = _image()
+    style: str | None = param(
+        None, needs_support=True, help="built-in style: N, style-N, or a blend N:W,M:W"
+    )
+    style_image: Picture | None = param(
+        None,
+        kind="image",
+        needs_support=True,
+        metavar="FILE",
+        help="any picture to take the style from",
+    )
+    prompt: str | None = _prompt(
+        False, "restyle by a prompt with a diffusion provider, e.g. 'a watercolour painting'"
+    )
+    strength: float = _strength(1.0, "0 keeps the input, 1 the full style (default 1)")
+    model: str | None = _model()
+    provider: str | None = _provider()
+    options: Options = _options()
 
 
 @dataclass(frozen=True, kw_only=True)
 class MaskRequest:
-    """Make a mask: ``kind`` is e.g. "subject", "background" or "box"."""
-
     operation: ClassVar[Operation] = "mask"
-    image: Picture
-    kind: str
-    box: tuple[int, int, int, int] | None = None
-    points: tuple[tuple[int, int], ...] = ()
-    options: Options = None
+    summary: ClassVar[str] = "Make a mask from the image: its subject or its background."
+    image: Picture = _image()
+    kind: str = param("subject", choices=MASK_WORDS, help="what to select: subject or background")
+    box: tuple[int, int, int, int] | None = param(
+        None, kind="box", needs_support=True, help="LEFT,TOP,RIGHT,BOTTOM hint"
+    )
+    points: tuple[tuple[int, int], ...] = param(
+        (), kind="points", needs_support=True, help="'X,Y X,Y ...' hints"
+    )
+    model: str | None = _model()
+    provider: str | None = _provider()
+    options: Options = _options()
 
 
 Request = Union[  # noqa: UP007 - a runtime alias
@@ -318,23 +602,23 @@ Request = Union[  # noqa: UP007 - a runtime alias
     MaskRequest,
 ]
 
-
-def request_parameters(request: Request) -> dict[str, Any]:
-    """The request's parameters as plain data (images described, not embedded): for replay."""
-    out: dict[str, Any] = {"operation": request.operation}
-    for f in dataclasses.fields(request):
-        value = getattr(request, f.name)
-        if isinstance(value, Picture):
-            out[f.name] = {"name": value.name, "width": value.width, "height": value.height}
-        elif isinstance(value, np.ndarray):
-            out[f.name] = {"shape": list(value.shape), "selected": int((value > 0).sum())}
-        elif dataclasses.is_dataclass(value) and not isinstance(value, type):
-            out[f.name] = dataclasses.asdict(value)
-        elif isinstance(value, Mapping):
-            out[f.name] = dict(value)
-        else:
-            out[f.name] = value
-    return out
+REQUEST_TYPES: dict[Operation, type[Any]] = {
+    cls.operation: cls
+    for cls in (
+        EraseRequest,
+        InpaintRequest,
+        OutpaintRequest,
+        EditRequest,
+        VariationsRequest,
+        UpscaleRequest,
+        ResizeRequest,
+        RemoveBackgroundRequest,
+        RestoreFacesRequest,
+        StylizeRequest,
+        MaskRequest,
+    )
+}
+"""Each operation's request class: the one declaration every front end is generated from."""
 
 
 OptionsT = TypeVar("OptionsT")
@@ -348,91 +632,20 @@ def parse_options(cls: type[OptionsT], options: Options, *, provider: str) -> Op
         return options
     if not isinstance(options, Mapping):
         raise InvalidRequest(
-            f"{provider}: options must be a mapping or {cls.__name__}, got {type(options).__name__}"
+            f"{provider}: options must be a mapping or {cls.__name__}, got {type(options).__name__}",
+            param="options",
         )
     known = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
     unknown = sorted(set(options) - known)
     if unknown:
         raise InvalidRequest(
-            f"{provider}: unknown option(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}"
+            f"{provider}: unknown option(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}",
+            param=unknown[0],
         )
     try:
         return cls(**options)
     except (TypeError, ValueError) as exc:
-        raise InvalidRequest(f"{provider}: bad options: {exc}") from exc
-
-
-# --- results ------------------------------------------------------------------------------
-
-
-@dataclass
-class ResultImage:
-    """One output image. Metadata from the input rides along so saving is faithful."""
-
-    pixels: Pixels
-    seed: int | None = None
-    icc_profile: bytes | None = None
-    exif: bytes | None = None
-    source_mode: str = "RGB"
-
-    @property
-    def width(self) -> int:
-        return int(self.pixels.shape[1])
-
-    @property
-    def height(self) -> int:
-        return int(self.pixels.shape[0])
-
-    def to_pil(self) -> Image.Image:
-        from retouch import imageio
-
-        return imageio.to_pil(self.pixels)
-
-
-@dataclass
-class ImageResult:
-    """What every operation returns; enough to save, inspect and replay it."""
-
-    images: list[ResultImage]
-    provider: str
-    model: str | None = None
-    timings: dict[str, float] = field(default_factory=dict)
-    usage: dict[str, Any] = field(default_factory=dict)
-    warnings: list[str] = field(default_factory=list)
-    parameters: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def image(self) -> ResultImage:
-        """The first image (most operations return exactly one)."""
-        return self.images[0]
-
-    def save(
-        self, path: str | Path, *, overwrite: bool = False, quality: int | None = None
-    ) -> list[Path]:
-        """Write the images (``name.png``, then ``name-1.png``... when there are several)."""
-        from retouch import imageio
-
-        return imageio.save_result(self, path, overwrite=overwrite, quality=quality)
-
-    def metadata(self) -> dict[str, Any]:
-        """JSON-ready description of the result (no pixels)."""
-        return {
-            "provider": self.provider,
-            "model": self.model,
-            "images": [{"width": i.width, "height": i.height, "seed": i.seed} for i in self.images],
-            "timings": self.timings,
-            "usage": self.usage,
-            "warnings": self.warnings,
-            "parameters": self.parameters,
-        }
-
-    @contextmanager
-    def timed(self, name: str) -> Iterator[None]:
-        start = time.perf_counter()
-        try:
-            yield
-        finally:
-            self.timings[name] = round(self.timings.get(name, 0.0) + time.perf_counter() - start, 4)
+        raise InvalidRequest(f"{provider}: bad options: {exc}", param="options") from exc
 
 
 # --- the provider contract ----------------------------------------------------------------
@@ -453,7 +666,7 @@ class OperationSpec:
     working_size: int | None = None
     """Masked operations run on a crop around the mask scaled so its long side fits this."""
     honours: frozenset[str] = frozenset()
-    """Which of seed / negative_prompt / strength / n / prompt the provider uses."""
+    """Which of the request's ``needs_support`` fields (seed, prompt, steps, ...) it uses."""
     options: type | None = None
 
 
@@ -477,7 +690,7 @@ class ProviderStatus:
     """What to raise when the provider is asked to run while not ready."""
     needs_model: bool = False
     """Not ready only because no default model is set up: a request that names its model
-    (options ``model``) can still run."""
+    can still run."""
 
 
 @runtime_checkable
@@ -491,3 +704,16 @@ class Provider(Protocol):
     def run(self, request: Request, progress: ProgressCallback) -> ImageResult:
         """Do the work. Raise UnsupportedOperation/InvalidRequest before doing any."""
         ...
+
+
+_MOVED = {"ImageResult", "OutputImage", "ResultImage"}
+
+
+def __getattr__(name: str) -> Any:
+    # The result types do I/O (they save themselves), so they live in retouch.results; these
+    # names stay importable from here for providers written against the earlier layout.
+    if name in _MOVED:
+        from retouch import results
+
+        return getattr(results, name)
+    raise AttributeError(f"module 'retouch.types' has no attribute {name!r}")

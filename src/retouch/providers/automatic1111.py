@@ -17,9 +17,9 @@ from typing import Any
 
 from retouch.errors import Cancelled, UnsupportedOperation
 from retouch.remote import RemoteClient, decode_rgb, env, fit, png_bytes
+from retouch.results import ImageResult, OutputImage
 from retouch.types import (
     EditRequest,
-    ImageResult,
     InpaintRequest,
     OperationSpec,
     Progress,
@@ -28,7 +28,6 @@ from retouch.types import (
     ProviderStatus,
     Request,
     RestoreFacesRequest,
-    ResultImage,
     UpscaleRequest,
     parse_options,
 )
@@ -72,7 +71,9 @@ class Automatic1111Provider:
                 min_side=64,
                 working_size=1024,
                 size_multiple=8,
-                honours=frozenset({"prompt", "negative_prompt", "seed", "n", "strength"}),
+                honours=frozenset(
+                    {"prompt", "negative_prompt", "seed", "n", "strength", "steps", "guidance"}
+                ),
                 options=A1111Options,
             ),
             "edit": OperationSpec(
@@ -82,8 +83,12 @@ class Automatic1111Provider:
                 honours=frozenset({"prompt", "negative_prompt", "seed", "n", "strength"}),
                 options=A1111Options,
             ),
-            "upscale": OperationSpec(min_side=8, options=A1111Options),
-            "restore-faces": OperationSpec(min_side=8, options=A1111Options),
+            "upscale": OperationSpec(
+                min_side=8, honours=frozenset({"model"}), options=A1111Options
+            ),
+            "restore-faces": OperationSpec(
+                min_side=8, honours=frozenset({"fidelity"}), options=A1111Options
+            ),
         },
         priority=-10,
     )
@@ -135,7 +140,7 @@ class Automatic1111Provider:
                 payload["sampler_name"] = options.sampler_name
             if isinstance(request, InpaintRequest):
                 payload.update(
-                    mask=_b64(request.mask[:, :, None].repeat(3, axis=2)),
+                    mask=_b64(request.mask.array[:, :, None].repeat(3, axis=2)),
                     mask_blur=options.mask_blur,
                     inpainting_fill=FILL[options.inpainting_fill],
                     inpaint_full_res=options.inpaint_full_res,
@@ -150,7 +155,7 @@ class Automatic1111Provider:
             info = _info(answer)
             seeds = info.get("all_seeds") or [info.get("seed")] * len(answer.get("images", []))
             images = [
-                ResultImage(
+                OutputImage(
                     pixels=fit(
                         decode_rgb(base64.b64decode(data), provider=NAME)[:, :, :3], (width, height)
                     ),
@@ -184,7 +189,7 @@ class Automatic1111Provider:
                 "POST", "/sdapi/v1/extra-single-image", payload, options, progress
             )
             pixels = decode_rgb(base64.b64decode(answer["image"]), provider=NAME)[:, :, :3]
-            return ImageResult(images=[ResultImage(pixels=fit(pixels, size))], provider=NAME)
+            return ImageResult(images=[OutputImage(pixels=fit(pixels, size))], provider=NAME)
         raise UnsupportedOperation(f"{NAME} does not do {request.operation}")
 
     def _with_progress(

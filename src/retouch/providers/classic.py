@@ -18,9 +18,9 @@ import numpy as np
 from retouch import compose
 from retouch._modules import module_available
 from retouch.errors import DependencyMissing, InvalidRequest, UnsupportedOperation
+from retouch.results import ImageResult, OutputImage
 from retouch.types import (
     EraseRequest,
-    ImageResult,
     OperationSpec,
     OutpaintRequest,
     Pixels,
@@ -30,7 +30,6 @@ from retouch.types import (
     ProviderStatus,
     Request,
     ResizeRequest,
-    ResultImage,
     UpscaleRequest,
     parse_options,
 )
@@ -106,7 +105,12 @@ class ClassicProvider:
         operations={
             "erase": OperationSpec(honours=frozenset({"seed"}), options=EraseOptions),
             "outpaint": OperationSpec(honours=frozenset({"seed"}), options=OutpaintOptions),
-            "upscale": OperationSpec(accepts_alpha=True, accepts_16bit=True, options=NoOptions),
+            "upscale": OperationSpec(
+                accepts_alpha=True,
+                accepts_16bit=True,
+                honours=frozenset({"model"}),
+                options=NoOptions,
+            ),
             "resize": OperationSpec(accepts_alpha=True, accepts_16bit=True, options=NoOptions),
         },
         priority=0,
@@ -131,7 +135,7 @@ class ClassicProvider:
     def _erase(self, request: EraseRequest, progress: ProgressCallback) -> ImageResult:
         options = parse_options(EraseOptions, request.options, provider=NAME)
         rgb = request.image.rgb8()
-        hole = np.where(request.mask > 0, 255, 0).astype(np.uint8)
+        hole = np.where(request.mask.array > 0, 255, 0).astype(np.uint8)
         progress(Progress("erase", 0, 1))
         seed: int | None = None
         if options.method == "patchmatch":
@@ -145,7 +149,7 @@ class ClassicProvider:
             seed = request.seed
         progress(Progress("erase", 1, 1))
         return ImageResult(
-            images=[ResultImage(pixels=filled, seed=seed)], provider=NAME, model=options.method
+            images=[OutputImage(pixels=filled, seed=seed)], provider=NAME, model=options.method
         )
 
     def _outpaint(self, request: OutpaintRequest, progress: ProgressCallback) -> ImageResult:
@@ -163,7 +167,7 @@ class ClassicProvider:
         filled = patchmatch_fill(canvas, fill, patch_size=options.patch_size, seed=seed)
         progress(Progress("outpaint", 1, 1))
         return ImageResult(
-            images=[ResultImage(pixels=filled, seed=seed)], provider=NAME, model="patchmatch"
+            images=[OutputImage(pixels=filled, seed=seed)], provider=NAME, model="patchmatch"
         )
 
     def _resize(
@@ -187,4 +191,4 @@ class ClassicProvider:
         progress(Progress(request.operation, 0, 1))
         out = compose.resize_pixels(request.image.pixels, size)
         progress(Progress(request.operation, 1, 1))
-        return ImageResult(images=[ResultImage(pixels=out)], provider=NAME, model="lanczos")
+        return ImageResult(images=[OutputImage(pixels=out)], provider=NAME, model="lanczos")

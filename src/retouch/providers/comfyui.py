@@ -30,9 +30,9 @@ from retouch.errors import (
     UnsupportedOperation,
 )
 from retouch.remote import RemoteClient, decode_rgb, env, fit, png_bytes
+from retouch.results import ImageResult, OutputImage
 from retouch.types import (
     EditRequest,
-    ImageResult,
     InpaintRequest,
     OperationSpec,
     OutpaintRequest,
@@ -41,7 +41,6 @@ from retouch.types import (
     ProviderInfo,
     ProviderStatus,
     Request,
-    ResultImage,
     UpscaleRequest,
     parse_options,
 )
@@ -124,7 +123,9 @@ class ComfyUIProvider:
                 min_side=64,
                 working_size=1024,
                 size_multiple=8,
-                honours=frozenset({"prompt", "negative_prompt", "seed", "strength"}),
+                honours=frozenset(
+                    {"prompt", "negative_prompt", "seed", "strength", "steps", "guidance"}
+                ),
                 options=ComfyUIOptions,
             ),
             "edit": OperationSpec(
@@ -176,7 +177,7 @@ class ComfyUIProvider:
         alpha = np.full(rgb.shape[:2], 255, np.uint8)
         if isinstance(request, InpaintRequest):
             template = "inpaint"
-            alpha = (255 - request.mask).astype(np.uint8)  # LoadImage: mask = 1 - alpha
+            alpha = (255 - request.mask.array).astype(np.uint8)  # LoadImage: mask = 1 - alpha
             values.update(
                 prompt=request.prompt,
                 negative_prompt=request.negative_prompt or "",
@@ -256,7 +257,7 @@ class ComfyUIProvider:
                 },
             ).content
             images.append(
-                ResultImage(
+                OutputImage(
                     pixels=fit(decode_rgb(data, provider=NAME)[:, :, :3], size), seed=values["seed"]
                 )
             )

@@ -31,9 +31,9 @@ from retouch.errors import (
     ModelNotAvailable,
     UnsupportedOperation,
 )
+from retouch.results import ImageResult, OutputImage
 from retouch.types import (
     EditRequest,
-    ImageResult,
     InpaintRequest,
     OperationSpec,
     OutpaintRequest,
@@ -42,7 +42,6 @@ from retouch.types import (
     ProviderInfo,
     ProviderStatus,
     Request,
-    ResultImage,
     StylizeRequest,
     VariationsRequest,
     parse_options,
@@ -172,7 +171,7 @@ class DiffusersProvider:
             ),
             "variations": OperationSpec(min_side=8, honours=HONOURS, options=DiffusersOptions),
             "stylize": OperationSpec(
-                min_side=8, honours=frozenset({"style", "strength"}), options=DiffusersOptions
+                min_side=8, honours=frozenset({"prompt", "strength"}), options=DiffusersOptions
             ),
         },
         extra="diffusion",
@@ -346,7 +345,7 @@ class DiffusersProvider:
         if isinstance(request, (EditRequest, VariationsRequest)) and request.strength == 0:
             count = request.n
             return ImageResult(
-                images=[ResultImage(pixels=rgb.copy(), seed=request.seed) for _ in range(count)],
+                images=[OutputImage(pixels=rgb.copy(), seed=request.seed) for _ in range(count)],
                 provider=NAME,
             )
         mask: NDArray[np.uint8] | None = None
@@ -367,7 +366,7 @@ class DiffusersProvider:
                 )
             rgb, mask = canvas, fill_mask
         elif isinstance(request, InpaintRequest):
-            mask = request.mask
+            mask = request.mask.array
         height, width = rgb.shape[:2]
         res = options.resolution or loaded.resolution
         scale = res / max(width, height)
@@ -425,7 +424,7 @@ class DiffusersProvider:
                 for image in images
             ]
         results = [
-            ResultImage(pixels=compose.resize_pixels(image, (width, height)), seed=seed)
+            OutputImage(pixels=compose.resize_pixels(image, (width, height)), seed=seed)
             for image, seed in zip(images, seeds, strict=True)
         ]
         return ImageResult(
@@ -569,17 +568,16 @@ surfaces in the new style, little enough to keep the composition."""
 
 def _style_as_edit(request: StylizeRequest) -> EditRequest:
     """Style transfer by prompt is an img2img edit with the style as the prompt."""
-    from retouch.api import is_style_spec
-
-    style = (request.style or "").strip()
-    if not style or is_style_spec(style):
+    prompt = (request.prompt or "").strip()
+    if not prompt:
         raise InvalidRequest(
             f"{NAME} restyles by a prompt, e.g. --prompt 'an oil painting, thick brush strokes'; "
-            f"{style!r} is a built-in style number: use --provider stylize for those"
+            "built-in styles and style pictures are the stylize provider's (--provider stylize)",
+            param="prompt",
         )
     return EditRequest(
         image=request.image,
-        prompt=style,
+        prompt=prompt,
         strength=STYLE_STRENGTH * request.strength,
         options=request.options,
     )

@@ -23,16 +23,15 @@ from numpy.typing import NDArray
 from retouch.engines import default_threads
 from retouch.engines.onnx_session import create_session
 from retouch.errors import InvalidRequest, ModelNotAvailable, UnsupportedOperation
+from retouch.results import ImageResult, OutputImage
 from retouch.types import (
     EraseRequest,
-    ImageResult,
     OperationSpec,
     Progress,
     ProgressCallback,
     ProviderInfo,
     ProviderStatus,
     Request,
-    ResultImage,
     parse_options,
 )
 
@@ -174,10 +173,10 @@ class LamaProvider:
         options = parse_options(LamaOptions, request.options, provider=NAME)
         model = self.load(options.model, threads=options.threads or default_threads())
         progress(Progress("erase", 0, 1))
-        filled = model.run(request.image.rgb8(), request.mask > 0)
+        filled = model.run(request.image.rgb8(), request.mask.array > 0)
         progress(Progress("erase", 1, 1))
         return ImageResult(
-            images=[ResultImage(pixels=filled, seed=request.seed)],
+            images=[OutputImage(pixels=filled, seed=request.seed)],
             provider=NAME,
             model=model.name,
             usage={"work_size": [request.image.width, request.image.height]},

@@ -19,9 +19,9 @@ from numpy.typing import NDArray
 from retouch import compose
 from retouch.errors import InvalidRequest, UnsupportedOperation
 from retouch.remote import RemoteClient, decode_rgb, env, fit, form_fields, missing, png_bytes
+from retouch.results import ImageResult, OutputImage
 from retouch.types import (
     EditRequest,
-    ImageResult,
     InpaintRequest,
     OperationSpec,
     Progress,
@@ -29,7 +29,6 @@ from retouch.types import (
     ProviderInfo,
     ProviderStatus,
     Request,
-    ResultImage,
     VariationsRequest,
     parse_options,
 )
@@ -140,7 +139,11 @@ class OpenAIProvider:
             raise UnsupportedOperation(f"{NAME} variations need dall-e-2, not {options.model!r}")
         rgb = request.image.rgb8()
         height, width = rgb.shape[:2]
-        mask = request.mask if isinstance(request, (InpaintRequest, EditRequest)) else None
+        mask = (
+            request.mask.array
+            if isinstance(request, (InpaintRequest, EditRequest)) and request.mask is not None
+            else None
+        )
         side = 0
         size = options.size
         if model == "dall-e-2":
@@ -192,7 +195,7 @@ class OpenAIProvider:
                 pixels = fit(
                     pixels[: round(height * scale), : round(width * scale)], (width, height)
                 )
-            images.append(ResultImage(pixels=fit(pixels, (width, height))))
+            images.append(OutputImage(pixels=fit(pixels, (width, height))))
         if not images:
             raise InvalidRequest(f"{NAME}: the service returned no image")
         progress(Progress(request.operation, 1, 1))

@@ -24,14 +24,13 @@ from retouch._modules import module_available, package_folder
 from retouch.engines import default_threads
 from retouch.engines.ncnn_net import EngineOutOfMemory, load_net
 from retouch.errors import DependencyMissing, InvalidRequest, ProviderError, UnsupportedOperation
+from retouch.results import ImageResult, OutputImage
 from retouch.types import (
-    ImageResult,
     OperationSpec,
     ProgressCallback,
     ProviderInfo,
     ProviderStatus,
     Request,
-    ResultImage,
     UpscaleRequest,
     parse_options,
 )
@@ -161,7 +160,11 @@ class RealESRGANProvider:
         description="Real-ESRGAN on ncnn (shipped weights) or any ncnn/ONNX SR model; seam-free tiles",
         operations={
             "upscale": OperationSpec(
-                min_side=4, accepts_alpha=False, accepts_16bit=True, options=UpscaleOptions
+                min_side=4,
+                accepts_alpha=False,
+                accepts_16bit=True,
+                honours=frozenset({"model"}),
+                options=UpscaleOptions,
             )
         },
         priority=10,
@@ -217,7 +220,7 @@ class RealESRGANProvider:
                 f"to {target[0]} x {target[1]}"
             )
         return ImageResult(
-            images=[ResultImage(pixels=out)],
+            images=[OutputImage(pixels=out)],
             provider=NAME,
             model=model.name,
             warnings=warnings,

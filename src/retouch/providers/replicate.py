@@ -31,9 +31,9 @@ from retouch.remote import (
     missing,
     png_bytes,
 )
+from retouch.results import ImageResult, OutputImage
 from retouch.types import (
     EditRequest,
-    ImageResult,
     InpaintRequest,
     OperationSpec,
     Progress,
@@ -41,7 +41,6 @@ from retouch.types import (
     ProviderInfo,
     ProviderStatus,
     Request,
-    ResultImage,
     UpscaleRequest,
     parse_options,
 )
@@ -83,7 +82,7 @@ class ReplicateProvider:
                 min_side=64,
                 working_size=1024,
                 size_multiple=8,
-                honours=frozenset({"prompt", "negative_prompt", "seed", "n"}),
+                honours=frozenset({"prompt", "negative_prompt", "seed", "n", "steps", "guidance"}),
                 options=ReplicateOptions,
             ),
             "edit": OperationSpec(
@@ -126,7 +125,9 @@ class ReplicateProvider:
         inputs: dict[str, Any] = {"image": data_uri(png_bytes(rgb))}
         if isinstance(request, InpaintRequest):
             inputs.update(
-                mask=data_uri(grey_png(request.mask)), prompt=request.prompt, num_outputs=request.n
+                mask=data_uri(grey_png(request.mask.array)),
+                prompt=request.prompt,
+                num_outputs=request.n,
             )
             _put(
                 inputs,
@@ -158,7 +159,7 @@ class ReplicateProvider:
         if not urls:
             raise ServerError("the prediction succeeded without an output", provider=NAME)
         images = [
-            ResultImage(
+            OutputImage(
                 pixels=fit(decode_rgb(client.get_bytes(url), provider=NAME)[:, :, :3], size),
                 seed=getattr(request, "seed", None),
             )

@@ -26,10 +26,10 @@ from retouch.remote import (
     missing,
     png_bytes,
 )
+from retouch.results import ImageResult, OutputImage
 from retouch.types import (
     EditRequest,
     EraseRequest,
-    ImageResult,
     InpaintRequest,
     OperationSpec,
     OutpaintRequest,
@@ -39,7 +39,6 @@ from retouch.types import (
     ProviderStatus,
     RemoveBackgroundRequest,
     Request,
-    ResultImage,
     UpscaleRequest,
     parse_options,
 )
@@ -179,7 +178,7 @@ class StabilityProvider:
         if isinstance(request, InpaintRequest):
             path = f"{EDIT}/inpaint"
             _grow(options, 100)
-            files["mask"] = ("mask.png", grey_png(request.mask), "image/png")
+            files["mask"] = ("mask.png", grey_png(request.mask.array), "image/png")
             fields.update(
                 prompt=_prompt(request.prompt),
                 negative_prompt=request.negative_prompt,
@@ -189,7 +188,7 @@ class StabilityProvider:
         elif isinstance(request, EraseRequest):
             path = f"{EDIT}/erase"
             _grow(options, 20)
-            files["mask"] = ("mask.png", grey_png(request.mask), "image/png")
+            files["mask"] = ("mask.png", grey_png(request.mask.array), "image/png")
             fields.update(grow_mask=options.grow_mask)
         elif isinstance(request, OutpaintRequest):
             path = f"{EDIT}/outpaint"
@@ -266,7 +265,7 @@ class StabilityProvider:
         seed_header = response.headers.get("seed")
         seed = int(seed_header) if seed_header and seed_header.isdigit() else None
         return ImageResult(
-            images=[ResultImage(pixels=fit(pixels, size), seed=seed)], provider=NAME, model="v2beta"
+            images=[OutputImage(pixels=fit(pixels, size), seed=seed)], provider=NAME, model="v2beta"
         )
 
     def _upscale(

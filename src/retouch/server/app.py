@@ -29,13 +29,14 @@ from retouch import imageio
 from retouch._version import __version__
 from retouch.api import Toolkit
 from retouch.errors import Cancelled, InvalidRequest, RetouchError, UnsupportedOperation
+from retouch.results import ImageResult
 from retouch.server import urlfetch
 from retouch.server.errors import HTTPProblem, body, for_exception
 from retouch.server.jobs import JobManager
 from retouch.server.limits import Limiter
 from retouch.server.operations import OPERATIONS, Fields, Images, Operation, to_int
 from retouch.server.settings import ServerSettings
-from retouch.types import ImageResult, Progress, ProgressCallback
+from retouch.types import Progress, ProgressCallback
 
 log = logging.getLogger("retouch.server")
 OPEN_PATHS = {"/health", "/docs", "/openapi.json", "/docs/oauth2-redirect", "/redoc"}

@@ -17,9 +17,10 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from retouch.errors import Cancelled
+from retouch.results import ImageResult
 from retouch.server.errors import HTTPProblem, for_exception
 from retouch.server.limits import Limiter
-from retouch.types import ImageResult, Progress, ProgressCallback
+from retouch.types import Progress, ProgressCallback
 
 Status = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 Work = Callable[[ProgressCallback], ImageResult]

@@ -10,7 +10,8 @@ from typing import Any
 from retouch import masks as mask_ops
 from retouch.api import Toolkit
 from retouch.errors import InvalidRequest
-from retouch.types import ImageResult, ProgressCallback, ResultImage
+from retouch.results import ImageResult, OutputImage
+from retouch.types import ProgressCallback
 
 Fields = dict[str, Any]
 Images = dict[str, bytes | str]
@@ -245,7 +246,7 @@ def _mask(kind: str) -> Callable[[Toolkit, Fields, Images, ProgressCallback], Im
         import numpy as np
 
         return ImageResult(
-            images=[ResultImage(pixels=np.dstack([mask] * 3), source_mode="L")], provider=kind
+            images=[OutputImage(pixels=np.dstack([mask] * 3), source_mode="L")], provider=kind
         )
 
     return make

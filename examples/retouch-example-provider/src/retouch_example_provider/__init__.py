@@ -25,7 +25,7 @@ class SepiaProvider:
         name="sepia",
         kind="local",
         description="sepia toning (an example third-party provider)",
-        operations={"stylize": OperationSpec(honours=frozenset({"strength"}))},
+        operations={"stylize": OperationSpec(honours=frozenset({"style", "strength"}))},
         priority=-100,  # never chosen unless named
     )
 
