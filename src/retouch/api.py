@@ -101,11 +101,14 @@ class Toolkit:
         providers: Mapping[str, ProviderSource] | None = None,
         registry: Registry | None = None,
         max_pixels: int | None = imageio.DEFAULT_MAX_PIXELS,
+        operations: Mapping[Operation, type[Any]] | None = None,
     ) -> None:
         if registry is not None and providers:
             raise ConfigurationError("pass either registry or providers, not both")
         self.registry = registry if registry is not None else Registry(providers)
         self.max_pixels = max_pixels
+        self.operations: Mapping[Operation, type[Any]] = operations or REQUEST_TYPES
+        """Each operation's request class (the declaration the front ends are built from)."""
 
     # --- providers ------------------------------------------------------------------------
 
@@ -213,10 +216,10 @@ class Toolkit:
     def build(self, operation: Operation, values: Mapping[str, Any]) -> Request:
         """A request from flat values as the CLI, HTTP and recipes name them (text is parsed
         by each field's kind; images are loaded; mask fields make a ``MaskInput``)."""
-        cls = REQUEST_TYPES.get(operation)
+        cls = self.operations.get(operation)
         if cls is None:
             raise InvalidRequest(
-                f"unknown operation {operation!r}; operations: {', '.join(REQUEST_TYPES)}",
+                f"unknown operation {operation!r}; operations: {', '.join(self.operations)}",
                 param="operation",
             )
         request: Request = build_request(

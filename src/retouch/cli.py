@@ -1,5 +1,11 @@
 """The ``retouch`` command: files in, files out.
 
+The operation commands (erase, inpaint, outpaint, edit, variations, upscale, resize,
+remove-bg, restore-faces, stylize) are generated from the declaration in ``retouch.types``:
+each field of the operation's request is a flag with its help, range and default, and one
+generic command builds the request and runs it. Only what truly differs is written here
+(folder input, output naming, the mask and model commands).
+
 The only place that turns retouch errors into exit codes and one-line messages. Work is
 checked (inputs readable, output free to write) before anything runs, and an output file is
 only ever written complete.
@@ -9,8 +15,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
@@ -18,8 +25,9 @@ from retouch._version import __version__
 
 if TYPE_CHECKING:
     from retouch.api import Toolkit
+    from retouch.declaration import FieldSpec
     from retouch.results import ImageResult
-    from retouch.types import Mask, Progress
+    from retouch.types import Mask, Operation, Progress
 
 EXIT_CODES: list[tuple[str, int]] = [
     # most specific first; looked up by class name along the exception's MRO
@@ -60,13 +68,16 @@ class UsageError(Exception):
     """Bad command-line usage found after parsing (exit code 2)."""
 
 
-# --- argument types -----------------------------------------------------------------------
+# --- argument types (the hand-written commands) -------------------------------------------
 
 
 def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
     return value
 
 
@@ -95,27 +106,10 @@ def _size(text: str) -> tuple[int, int]:
     return int(parts[0]), int(parts[1])
 
 
-def _bytes(text: str) -> int:
-    units = {"K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
-    value = text.strip().upper().removesuffix("B").removesuffix("I")
-    try:
-        if value and value[-1] in units:
-            return int(float(value[:-1]) * units[value[-1]])
-        return int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"a size is a number with K, M or G, e.g. 2G; got {text!r}"
-        ) from None
+def _default_max_pixels() -> int:
+    from retouch.imageio import DEFAULT_MAX_PIXELS
 
-
-def _aspect(text: str) -> float:
-    if ":" in text:
-        w, h = text.split(":", 1)
-        return float(w) / float(h)
-    return float(text)
-
-
-# --- parser -------------------------------------------------------------------------------
+    return DEFAULT_MAX_PIXELS
 
 
 def _common(parser: argparse.ArgumentParser, *, output: bool = True) -> None:
@@ -124,7 +118,8 @@ def _common(parser: argparse.ArgumentParser, *, output: bool = True) -> None:
             "-o",
             "--output",
             type=Path,
-            help="output file (default: INPUT.<op>.<ext> beside the input)",
+            help="output file, or a folder for a folder of inputs "
+            "(default: INPUT.<op>.<ext> beside the input)",
         )
         parser.add_argument(
             "--overwrite", action="store_true", help="replace an existing output file"
@@ -135,323 +130,182 @@ def _common(parser: argparse.ArgumentParser, *, output: bool = True) -> None:
     )
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     parser.add_argument(
-        "--max-pixels", type=int, default=100_000_000, help="refuse larger images (default 100 MP)"
+        "-v",
+        "--verbose",
+        action="store_true",
+        help="also show the libraries' own logs and warnings (diffusers, transformers...)",
+    )
+    limit = _default_max_pixels()
+    parser.add_argument(
+        "--max-pixels",
+        type=int,
+        default=limit,
+        help=f"refuse larger images (default {limit / 1e6:g} MP)",
     )
 
 
-def _mask_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--mask",
-        "-m",
-        required=True,
-        help="mask image (white = area to change), or 'subject' / 'background' to make one",
-    )
-    parser.add_argument(
-        "--mask-from",
-        choices=["auto", "luminance", "alpha"],
-        default="auto",
-        help="how to read the mask: brightness (white = edit), alpha (transparent = edit), "
-        "or auto: alpha when the mask has transparency (default)",
-    )
-    parser.add_argument("--invert-mask", action="store_true", help="edit the black part instead")
-    parser.add_argument(
-        "--resize-mask", action="store_true", help="stretch a mask of another size to the image"
-    )
-    parser.add_argument(
-        "--grow-mask",
-        type=_positive_int,
-        default=0,
-        metavar="PX",
-        help="grow the mask by PX pixels first",
-    )
-    parser.add_argument(
-        "--crop-margin",
-        type=_positive_int,
-        default=128,
-        metavar="PX",
-        help="context around the mask given to the provider (default 128)",
-    )
+# --- operation commands, generated from the declaration -----------------------------------
+
+# The command name of each operation (and more names for it); the default output is named
+# INPUT.<command>.<ext>.
+COMMAND_NAMES: dict[str, tuple[str, ...]] = {
+    "remove-background": ("remove-bg", "remove-background")
+}
+EXAMPLES: dict[str, str] = {
+    "erase": "example: retouch erase photo.jpg --mask mask.png -o clean.jpg",
+    "inpaint": "example: OPENAI_API_KEY=... retouch inpaint room.jpg --mask sofa.png "
+    '--prompt "a green velvet sofa" --provider openai -o new.jpg',
+    "outpaint": "example: retouch outpaint photo.jpg --left 128 --right 128 -o wide.jpg",
+    "edit": 'example: retouch edit photo.jpg --prompt "an oil painting" --strength 0.5 '
+    "--provider diffusers -o painted.jpg",
+    "variations": "example: retouch variations photo.jpg -n 4 --provider diffusers -o var.png",
+    "upscale": "examples:\n  retouch upscale photo.jpg -o big.jpg\n"
+    "  retouch upscale photo.jpg --scale 2 --model x4plus -o big.png\n"
+    "  retouch upscale photos/ -o photos-4x/          # a folder, skipping done files",
+    "resize": "example: retouch resize big.png --max-size 1600 -o web.webp --quality 85",
+    "remove-background": "examples:\n  retouch remove-bg product.jpg -o product.png\n"
+    "  retouch remove-bg portrait.jpg --bg-blur 25 -o portrait-blur.jpg\n"
+    "  retouch remove-bg shots/ -o cutouts/          # a folder, skipping done files",
+    "restore-faces": "example: retouch restore-faces old.jpg --fidelity 0.7 -o restored.jpg",
+    "stylize": "examples:\n  retouch stylize --list-styles\n"
+    "  retouch stylize photo.jpg --style 7 -o styled.jpg\n"
+    "  retouch stylize photo.jpg --style-image starry.jpg --strength 0.7 -o styled.jpg\n"
+    "  retouch stylize photo.jpg --prompt 'a watercolour painting' -o wc.jpg  # diffusers",
+}
+FIELD = "field:"
+"""Prefix of the argparse destinations that hold declared fields."""
+
+_METAVARS = {
+    "int": "N",
+    "float": "X",
+    "text": "TEXT",
+    "ratio": "W:H",
+    "bytes": "SIZE",
+    "box": "L,T,R,B",
+    "points": "'X,Y ...'",
+    "image": "FILE",
+    "mask": "MASK",
+}
 
 
-def build_parser() -> argparse.ArgumentParser:
+def _first_sentence(text: str) -> str:
+    first = text.split(";")[0].split(". ")[0].split(": ")[0].rstrip(".")
+    return first[:1].lower() + first[1:]
+
+
+def command_name(operation: str) -> str:
+    return COMMAND_NAMES.get(operation, (operation,))[0]
+
+
+def _field_help(spec: FieldSpec) -> str:
+    text = spec.param.help
+    default = spec.default
+    shown = default not in (None, False, True, "", ()) and not spec.required
+    if shown and "default" not in text and spec.kind != "options":
+        text += f" (default {default})"
+    if spec.providers:
+        text += f" [{', '.join(spec.providers)}]"
+    return text
+
+
+def _add_field(parser: argparse.ArgumentParser, spec: FieldSpec) -> None:
+    p = spec.param
+    dest = FIELD + spec.name
+    if spec.kind == "options":
+        parser.add_argument(
+            "--option",
+            dest=dest,
+            action="append",
+            metavar="KEY=VALUE",
+            help="provider option, e.g. fast=true or method=telea (repeatable; "
+            "see `retouch providers`)",
+        )
+        return
+    flags = [spec.flag, *p.aliases]
+    if spec.kind == "bool":
+        negative = bool(spec.default)  # a default-on switch is turned off by its flag
+        parser.add_argument(
+            *flags,
+            dest=dest,
+            action="store_const",
+            const=not negative,
+            default=None,
+            help=_field_help(spec),
+        )
+        return
+    kwargs: dict[str, Any] = {
+        "dest": dest,
+        "default": None,
+        "metavar": p.metavar or _METAVARS.get(spec.kind, "VALUE"),
+        "help": _field_help(spec),
+    }
+    if p.choices:
+        kwargs["choices"] = p.choices
+        del kwargs["metavar"]
+    if spec.required and spec.kind != "image":
+        kwargs["required"] = True
+    parser.add_argument(*flags, **kwargs)
+
+
+def add_operation(
+    sub: Any, operation: Operation, request_type: type[Any], options: list[FieldSpec]
+) -> argparse.ArgumentParser:
+    """The subcommand of one operation: every declared field (and promoted provider option)
+    is a flag; the main image is the positional IMAGE (a file or a folder)."""
+    from retouch.declaration import request_fields
+
+    names = COMMAND_NAMES.get(operation, (operation,))
+    summary = request_type.summary
+    parser: argparse.ArgumentParser = sub.add_parser(
+        names[0],
+        aliases=list(names[1:]),
+        help=_first_sentence(summary),
+        description=summary,
+        epilog=EXAMPLES.get(operation),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.set_defaults(operation=operation)
+    fields = request_fields(request_type)
+    known = {s.name for s in fields}
+    for spec in fields:
+        if spec.name == "image":
+            parser.add_argument(
+                "image",
+                nargs="?" if operation == "stylize" else None,
+                help="image file (PNG, JPEG, WebP, TIFF...) or a folder of images",
+            )
+        elif spec.param.cli:
+            _add_field(parser, spec)
+    for spec in options:
+        if spec.name not in known and spec.param.cli:
+            _add_field(parser, spec)
+    if operation == "stylize":
+        parser.add_argument(
+            "--list-styles", action="store_true", help="list the built-in styles and exit"
+        )
+    _common(parser)
+    return parser
+
+
+def build_parser(toolkit: Toolkit | None = None) -> argparse.ArgumentParser:
+    """The whole command line; the toolkit's operations are generated from their declaration."""
     parser = argparse.ArgumentParser(
         prog="retouch",
-        description="AI image editing: erase objects, extend, resize and make masks.",
+        description="AI image editing: erase objects, fill and extend, upscale, cut out "
+        "backgrounds, restyle, restore faces and make masks.",
         epilog=EXIT_HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"retouch {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    if toolkit is None:
+        from retouch.api import Toolkit
 
-    erase = sub.add_parser(
-        "erase",
-        help="remove what a mask covers and fill it from the surroundings",
-        description="Remove the masked area (white = remove) and fill it from the rest of the "
-        "photo. Pixels outside the mask are kept exactly.",
-        epilog="example: retouch erase photo.jpg --mask mask.png -o clean.jpg",
-    )
-    erase.add_argument("image", help="image file (PNG, JPEG, WebP, TIFF...)")
-    _mask_args(erase)
-    erase.add_argument(
-        "--method",
-        choices=["patchmatch", "telea", "ns"],
-        help="classic fill: patchmatch (texture, default), telea or ns (fast, smooth)",
-    )
-    erase.add_argument("--patch-size", type=int, help="PatchMatch patch radius (default 5)")
-    erase.add_argument(
-        "--feather",
-        type=_positive_int,
-        default=0,
-        metavar="PX",
-        help="soften the mask edge inwards by PX",
-    )
-    erase.add_argument("--seed", type=int, help="seed for reproducible results")
-    erase.add_argument(
-        "--provider", help="provider name (default: best available; see `retouch providers`)"
-    )
-    _common(erase)
-
-    inpaint = sub.add_parser(
-        "inpaint",
-        help="repaint what a mask covers following a prompt",
-        description="Repaint the masked area (white = repaint) following --prompt with a "
-        "provider that takes prompts (openai, stability, replicate, vertex, automatic1111, "
-        "comfyui, diffusers). Pixels outside the mask are kept exactly, whatever the service does.",
-        epilog="example: OPENAI_API_KEY=... retouch inpaint room.jpg --mask sofa.png "
-        '--prompt "a green velvet sofa" --provider openai -o new.jpg',
-    )
-    inpaint.add_argument("image")
-    _mask_args(inpaint)
-    inpaint.add_argument("--prompt", required=True)
-    inpaint.add_argument("--negative-prompt")
-    inpaint.add_argument("--seed", type=int)
-    inpaint.add_argument("-n", "--n", type=int, default=1, help="how many images (default 1)")
-    inpaint.add_argument("--steps", type=int, help="sampling steps (providers that use them)")
-    inpaint.add_argument("--guidance", type=float, help="guidance scale (providers that use it)")
-    inpaint.add_argument(
-        "--feather",
-        "--mask-blur",
-        dest="feather",
-        type=_positive_int,
-        default=8,
-        metavar="PX",
-        help="soften (blur) the mask edge inwards by PX, so the fill blends in (default 8)",
-    )
-    inpaint.add_argument(
-        "--model", help="model name in the store, or a path (e.g. a diffusers folder)"
-    )
-    inpaint.add_argument(
-        "--option",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="provider option, e.g. model=dall-e-2 (repeatable)",
-    )
-    inpaint.add_argument("--provider")
-    _common(inpaint)
-
-    edit = sub.add_parser("edit", help="change a whole image following a prompt (img2img)")
-    edit.add_argument("image")
-    edit.add_argument("--prompt", required=True)
-    edit.add_argument("--strength", type=float, default=0.6, help="0 keeps the input, 1 ignores it")
-    edit.add_argument("--negative-prompt")
-    edit.add_argument("--seed", type=int)
-    edit.add_argument("-n", "--n", type=int, default=1)
-    edit.add_argument("--model", help="model name in the store, or a path")
-    edit.add_argument("--option", action="append", default=[], metavar="KEY=VALUE")
-    edit.add_argument("--provider")
-    _common(edit)
-
-    variations = sub.add_parser("variations", help="make variations of an image")
-    variations.add_argument("image")
-    variations.add_argument("-n", "--n", type=int, default=1)
-    variations.add_argument("--seed", type=int)
-    variations.add_argument("--model", help="model name in the store, or a path")
-    variations.add_argument("--option", action="append", default=[], metavar="KEY=VALUE")
-    variations.add_argument("--provider")
-    _common(variations)
-
-    outpaint = sub.add_parser(
-        "outpaint",
-        help="extend the canvas and fill the new area",
-        description="Add pixels on any side and fill them from the image. Give pixels per side, "
-        "or a target --width/--height or --aspect (the canvas grows evenly).",
-        epilog="example: retouch outpaint photo.jpg --left 128 --right 128 -o wide.jpg",
-    )
-    outpaint.add_argument("image")
-    for side in ("left", "right", "top", "bottom"):
-        outpaint.add_argument(
-            f"--{side}",
-            type=_positive_int,
-            default=0,
-            metavar="PX",
-            help=f"pixels to add on the {side}",
-        )
-    outpaint.add_argument("--width", type=int, help="target canvas width")
-    outpaint.add_argument("--height", type=int, help="target canvas height")
-    outpaint.add_argument("--aspect", type=_aspect, help="target aspect ratio, e.g. 16:9 or 1.5")
-    outpaint.add_argument(
-        "--feather",
-        "--mask-blur",
-        dest="feather",
-        type=_positive_int,
-        default=16,
-        metavar="PX",
-        help="seam blend width (default 16)",
-    )
-    outpaint.add_argument(
-        "--prompt", help="what to paint in the new area (providers that use prompts)"
-    )
-    outpaint.add_argument("--seed", type=int)
-    outpaint.add_argument(
-        "--model", help="model name in the store, or a path (providers with models)"
-    )
-    outpaint.add_argument(
-        "--option",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="provider option, e.g. fast=true (repeatable)",
-    )
-    outpaint.add_argument("--provider")
-    _common(outpaint)
-
-    resize = sub.add_parser(
-        "resize",
-        help="Lanczos resize and convert/compress",
-        description="Shrink so the long side is at most --max-size, or resize to --width/--height "
-        "(one keeps the aspect ratio). The output format follows the -o extension.",
-        epilog="example: retouch resize big.png --max-size 1600 -o web.webp --quality 85",
-    )
-    resize.add_argument("image")
-    resize.add_argument(
-        "--max-size", type=int, metavar="PX", help="longest side in pixels (never enlarges)"
-    )
-    resize.add_argument("--width", type=int)
-    resize.add_argument("--height", type=int)
-    _common(resize)
-
-    upscale = sub.add_parser(
-        "upscale",
-        help="enlarge an image (or a folder of images) with Real-ESRGAN",
-        description="Enlarge by --scale (any factor up to 16) or to --width/--height. The model "
-        "runs at its native scale and a Lanczos resize reaches any other factor. Big images "
-        "are processed in blended tiles sized to --max-memory; alpha and 16-bit are kept. "
-        "Models: animevideov3 (fast default; x2/x3/x4 picked from the scale), "
-        "animevideov3-x2/-x3/-x4, x4plus (photos, slow, best), x4plus-anime, or a path to "
-        "an .onnx or ncnn .param super-resolution model. --provider classic uses Lanczos.",
-        epilog="examples:\n  retouch upscale photo.jpg -o big.jpg\n"
-        "  retouch upscale photo.jpg --scale 2 --model x4plus -o big.png\n"
-        "  retouch upscale photos/ -o photos-4x/          # a folder, skipping done files",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    upscale.add_argument("image", help="image file or folder of images")
-    upscale.add_argument(
-        "--scale", type=float, default=4.0, help="factor, above 0 up to 16 (default 4)"
-    )
-    upscale.add_argument("--width", type=int, help="target width (keeps the aspect ratio alone)")
-    upscale.add_argument("--height", type=int, help="target height")
-    upscale.add_argument("--model", help="model name or path (default animevideov3)")
-    upscale.add_argument("--provider", help="realesrgan (default) or classic (Lanczos)")
-    upscale.add_argument(
-        "--max-memory",
-        type=_bytes,
-        metavar="SIZE",
-        help="memory budget, e.g. 2G or 800M (default 2G)",
-    )
-    upscale.add_argument("--threads", type=int, help="engine threads (default: all cores)")
-    upscale.add_argument(
-        "--tile",
-        type=int,
-        metavar="PX",
-        help="tile side in input pixels (default: from --max-memory)",
-    )
-    _common(upscale)
-
-    remove_bg = sub.add_parser(
-        "remove-bg",
-        aliases=["remove-background"],
-        help="cut out the subject, or put it on a new background",
-        description="Cut out the main subject (PNG with transparency), return its mask, or "
-        "replace the background with a colour, an image or a blur of the photo itself. Edge "
-        "colours are decontaminated (no halo of the old background); --matting refines hair "
-        "and soft edges with alpha matting (pip install 'retouch[matting]').",
-        epilog="examples:\n  retouch remove-bg product.jpg -o product.png\n"
-        "  retouch remove-bg portrait.jpg --bg-blur 25 -o portrait-blur.jpg\n"
-        "  retouch remove-bg shots/ -o cutouts/          # a folder, skipping done files",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    remove_bg.add_argument("image", help="image file or folder of images")
-    remove_bg.add_argument(
-        "--only-mask", action="store_true", help="write the mask (white = subject)"
-    )
-    background = remove_bg.add_mutually_exclusive_group()
-    background.add_argument(
-        "--bg-color", metavar="COLOR", help="new background: #rrggbb, a name, or r,g,b[,a]"
-    )
-    background.add_argument(
-        "--bg-image", metavar="FILE", help="new background image (scaled to cover)"
-    )
-    background.add_argument(
-        "--bg-blur",
-        type=float,
-        metavar="RADIUS",
-        help="blur the photo's own background (portrait style)",
-    )
-    remove_bg.add_argument("--matting", action="store_true", help="refine edges with alpha matting")
-    remove_bg.add_argument(
-        "--no-decontaminate", action="store_true", help="keep the original edge colours"
-    )
-    remove_bg.add_argument(
-        "--largest-object", action="store_true", help="keep only the largest object"
-    )
-    remove_bg.add_argument(
-        "--fill-holes", action="store_true", help="fill holes inside the subject"
-    )
-    remove_bg.add_argument(
-        "--threshold", type=int, metavar="LEVEL", help="hard edges: subject where the mask > LEVEL"
-    )
-    remove_bg.add_argument(
-        "--soften", type=_positive_int, default=0, metavar="PX", help="feather the edge by PX"
-    )
-    remove_bg.add_argument(
-        "--model", help="u2netp (shipped, default) or a path to a u2net/isnet/birefnet .onnx"
-    )
-    remove_bg.add_argument("--provider", help="provider name (default: best available)")
-    remove_bg.add_argument("--threads", type=int, help="engine threads (default: all cores)")
-    _common(remove_bg)
-
-    stylize = sub.add_parser(
-        "stylize",
-        help="restyle a photo: 26 built-in styles or any painting as the style",
-        description="Apply a built-in style (0-25, a name like style-7, or a blend like "
-        "3:0.5,12:0.5) or use any picture as the style with --style-image. --strength blends "
-        "towards the original (0 returns it unchanged). Full resolution; alpha is kept.",
-        epilog="examples:\n  retouch stylize --list-styles\n  retouch stylize photo.jpg --style 7 -o styled.jpg\n"
-        "  retouch stylize photo.jpg --style-image starry.jpg --strength 0.7 -o styled.jpg\n"
-        "  retouch stylize photo.jpg --prompt 'a watercolour painting' -o wc.jpg  # diffusers",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    stylize.add_argument("image", nargs="?", help="image file")
-    which = stylize.add_mutually_exclusive_group()
-    which.add_argument("--style", help="built-in style: N, style-N, or a blend N:W,M:W")
-    which.add_argument("--style-image", metavar="FILE", help="any picture to take the style from")
-    which.add_argument(
-        "--prompt",
-        metavar="TEXT",
-        help="restyle by a prompt with a diffusion provider (--provider diffusers), e.g. "
-        "'a watercolour painting'",
-    )
-    which.add_argument(
-        "--list-styles", action="store_true", help="list the built-in styles and exit"
-    )
-    stylize.add_argument("--strength", type=float, default=1.0, help="0..1 (default 1)")
-    stylize.add_argument("--preserve-color", action="store_true", help="keep the photo's colours")
-    stylize.add_argument("--model", help="model name in the store, or a path (with --prompt)")
-    stylize.add_argument("--option", action="append", default=[], metavar="KEY=VALUE")
-    stylize.add_argument("--provider")
-    _common(stylize)
-
+        toolkit = Toolkit()
+    for operation, request_type in toolkit.operations.items():
+        if operation == "mask":
+            continue  # the mask command group is written out below (most kinds need no model)
+        add_operation(sub, operation, request_type, toolkit.option_fields(operation))
     _mask_parser(sub)
     _models_parser(sub)
 
@@ -618,6 +472,9 @@ def _prepare_output(args: argparse.Namespace, operation: str, suffix: str | None
     from retouch import imageio
 
     target = Path(args.output) if args.output else _default_output(args.image, operation, suffix)
+    if target.is_dir() or str(args.output or "").endswith(("/", os.sep)):
+        # an existing folder (or one named with a trailing /): the default name inside it
+        target = target / _default_output(Path(args.image).name, operation, suffix).name
     return imageio.check_output(target, overwrite=args.overwrite)
 
 
@@ -664,41 +521,25 @@ def _toolkit(args: argparse.Namespace) -> Toolkit:
     return Toolkit(max_pixels=args.max_pixels)
 
 
-def cmd_erase(args: argparse.Namespace) -> int:
+def _field_values(args: argparse.Namespace) -> dict[str, Any]:
+    """The declared fields the user gave, by their flat names (defaults stay unset)."""
+    values: dict[str, Any] = {}
+    for dest, value in vars(args).items():
+        if dest.startswith(FIELD) and value is not None:
+            values[dest[len(FIELD) :]] = value
+    if "options" in values:
+        values["options"] = _parse_options(values["options"])
+    return values
+
+
+def _parse_options(pairs: list[str]) -> dict[str, Any]:
     options: dict[str, Any] = {}
-    if args.method:
-        options["method"] = args.method
-    if args.patch_size is not None:
-        options["patch_size"] = args.patch_size
-    toolkit = _toolkit(args)
-    return _run_operation(
-        args,
-        "erase",
-        lambda progress: toolkit.erase(
-            args.image,
-            args.mask,
-            provider=args.provider,
-            seed=args.seed,
-            options=options or None,
-            mask_from=args.mask_from,
-            invert_mask=args.invert_mask,
-            resize_mask=args.resize_mask,
-            grow_mask=args.grow_mask,
-            feather=args.feather,
-            crop_margin=args.crop_margin,
-            progress=progress,
-        ),
-    )
-
-
-def _parse_options(pairs: list[str], model: str | None = None) -> dict[str, Any] | None:
-    options: dict[str, Any] = {"model": model} if model else {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep or not key:
             raise UsageError(f"--option takes KEY=VALUE, got {pair!r}")
         options[key.strip().replace("-", "_")] = _typed(value.strip())
-    return options or None
+    return options
 
 
 def _typed(value: str) -> Any:
@@ -710,132 +551,50 @@ def _typed(value: str) -> Any:
     return {"true": True, "false": False}.get(value.lower(), value)
 
 
-def cmd_inpaint(args: argparse.Namespace) -> int:
+def _cutout_suffix(values: Mapping[str, Any]) -> str | None:
+    """A cut-out (or a see-through background colour) needs a format with alpha."""
+    if values.get("only_mask"):
+        return ".png"
+    if values.get("bg_image") is not None or values.get("bg_blur") is not None:
+        return None
+    return None if _opaque_colour(values.get("bg_color")) else ".png"
+
+
+OUTPUT_SUFFIX: dict[str, Callable[[Mapping[str, Any]], str | None]] = {
+    "remove-background": _cutout_suffix
+}
+"""Operations whose output format depends on the request (default: the input's)."""
+
+
+def cmd_operation(args: argparse.Namespace) -> int:
+    """Every generated command: build the request from the declared flags and run it."""
+    operation: Operation = args.operation
+    if operation == "stylize" and args.list_styles:
+        return _list_styles()
+    if not args.image:
+        raise UsageError(f"give an IMAGE to {command_name(operation)}")
     toolkit = _toolkit(args)
-    options = _parse_options(args.option, args.model)
-    return _run_operation(
-        args,
-        "inpaint",
-        lambda progress: toolkit.inpaint(
-            args.image,
-            args.mask,
-            args.prompt,
-            provider=args.provider,
-            negative_prompt=args.negative_prompt,
-            seed=args.seed,
-            n=args.n,
-            steps=args.steps,
-            guidance=args.guidance,
-            options=options,
-            mask_from=args.mask_from,
-            invert_mask=args.invert_mask,
-            resize_mask=args.resize_mask,
-            grow_mask=args.grow_mask,
-            feather=args.feather,
-            crop_margin=args.crop_margin,
-            progress=progress,
-        ),
-    )
-
-
-def cmd_edit(args: argparse.Namespace) -> int:
-    toolkit = _toolkit(args)
-    options = _parse_options(args.option, args.model)
-    return _run_operation(
-        args,
-        "edit",
-        lambda progress: toolkit.edit(
-            args.image,
-            args.prompt,
-            strength=args.strength,
-            negative_prompt=args.negative_prompt,
-            seed=args.seed,
-            n=args.n,
-            provider=args.provider,
-            options=options,
-            progress=progress,
-        ),
-    )
-
-
-def cmd_variations(args: argparse.Namespace) -> int:
-    toolkit = _toolkit(args)
-    options = _parse_options(args.option, args.model)
-    return _run_operation(
-        args,
-        "variations",
-        lambda progress: toolkit.variations(
-            args.image,
-            n=args.n,
-            seed=args.seed,
-            provider=args.provider,
-            options=options,
-            progress=progress,
-        ),
-    )
-
-
-def cmd_outpaint(args: argparse.Namespace) -> int:
-    toolkit = _toolkit(args)
-    return _run_operation(
-        args,
-        "outpaint",
-        lambda progress: toolkit.outpaint(
-            args.image,
-            left=args.left,
-            right=args.right,
-            top=args.top,
-            bottom=args.bottom,
-            width=args.width,
-            height=args.height,
-            aspect=args.aspect,
-            prompt=args.prompt,
-            provider=args.provider,
-            seed=args.seed,
-            feather=args.feather,
-            options=_parse_options(args.option, args.model),
-            progress=progress,
-        ),
-    )
-
-
-def cmd_resize(args: argparse.Namespace) -> int:
-    toolkit = _toolkit(args)
-    return _run_operation(
-        args,
-        "resize",
-        lambda progress: toolkit.resize(
-            args.image,
-            max_size=args.max_size,
-            width=args.width,
-            height=args.height,
-            progress=progress,
-        ),
-    )
-
-
-def cmd_upscale(args: argparse.Namespace) -> int:
-    options: dict[str, Any] = {}
-    for flag, key in (("max_memory", "max_memory"), ("threads", "threads"), ("tile", "tile")):
-        if getattr(args, flag) is not None:
-            options[key] = getattr(args, flag)
-    toolkit = _toolkit(args)
+    values = _field_values(args)
+    label = command_name(operation)
+    suffix_rule = OUTPUT_SUFFIX.get(operation)
+    suffix = suffix_rule(values) if suffix_rule else None
 
     def call(image: str, progress: Callable[[Progress], None]) -> ImageResult:
-        return toolkit.upscale(
-            image,
-            scale=args.scale,
-            width=args.width,
-            height=args.height,
-            model=args.model,
-            provider=args.provider,
-            options=options or None,
-            progress=progress,
-        )
+        request = toolkit.build(operation, {**values, "image": image})
+        return toolkit.run(request, progress=progress)
 
     if Path(args.image).is_dir():
-        return _run_folder(args, "upscale", call)
-    return _run_operation(args, "upscale", lambda progress: call(args.image, progress))
+        return _run_folder(args, label, call, suffix)
+    return _run_operation(args, label, lambda progress: call(args.image, progress), suffix)
+
+
+def _list_styles() -> int:
+    from retouch.providers.stylize import STYLE_NAMES
+
+    for index, name in enumerate(STYLE_NAMES):
+        print(f"{index:>2}  {name}")
+    print("blend several: --style 3:0.5,12:0.5; any painting: --style-image FILE")
+    return 0
 
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp"}
@@ -914,44 +673,6 @@ def _run_folder(
             file=sys.stderr,
         )
     return first_code
-
-
-def cmd_remove_bg(args: argparse.Namespace) -> int:
-    options: dict[str, Any] = {}
-    if args.matting:
-        options["matting"] = True
-    if args.no_decontaminate:
-        options["decontaminate"] = False
-    for flag in ("largest_object", "fill_holes"):
-        if getattr(args, flag):
-            options[flag] = True
-    for flag in ("threshold", "threads"):
-        if getattr(args, flag) is not None:
-            options[flag] = getattr(args, flag)
-    if args.soften:
-        options["soften"] = args.soften
-    toolkit = _toolkit(args)
-    see_through = args.only_mask or (
-        args.bg_image is None and args.bg_blur is None and not _opaque_colour(args.bg_color)
-    )
-    suffix = ".png" if see_through else None  # a cut-out needs a format with alpha
-
-    def call(image: str, progress: Callable[[Progress], None]) -> ImageResult:
-        return toolkit.remove_background(
-            image,
-            only_mask=args.only_mask,
-            bg_color=args.bg_color,
-            bg_image=args.bg_image,
-            bg_blur=args.bg_blur,
-            model=args.model,
-            provider=args.provider,
-            options=options or None,
-            progress=progress,
-        )
-
-    if Path(args.image).is_dir():
-        return _run_folder(args, "remove-bg", call, suffix)
-    return _run_operation(args, "remove-bg", lambda progress: call(args.image, progress), suffix)
 
 
 def _opaque_colour(text: str | None) -> bool:
@@ -1067,39 +788,6 @@ def cmd_providers(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_stylize(args: argparse.Namespace) -> int:
-    if args.list_styles:
-        from retouch.providers.stylize import STYLE_NAMES
-
-        for index, name in enumerate(STYLE_NAMES):
-            print(f"{index:>2}  {name}")
-        print("blend several: --style 3:0.5,12:0.5; any painting: --style-image FILE")
-        return 0
-    if not args.image:
-        raise UsageError("give an IMAGE to stylize (or --list-styles)")
-    if args.style is None and args.style_image is None and args.prompt is None:
-        raise UsageError("give --style N, --style-image FILE (see --list-styles) or --prompt TEXT")
-    toolkit = _toolkit(args)
-    options = _parse_options(args.option, args.model) or {}
-    if args.preserve_color:
-        options["preserve_color"] = True
-    if args.prompt is not None and args.provider is None:
-        args.provider = "diffusers"  # a prompt needs a diffusion model
-    return _run_operation(
-        args,
-        "stylize",
-        lambda progress: toolkit.stylize(
-            args.image,
-            style=args.prompt if args.prompt is not None else args.style,
-            style_image=args.style_image,
-            strength=args.strength,
-            provider=args.provider,
-            options=options or None,
-            progress=progress,
-        ),
-    )
-
-
 def cmd_models(args: argparse.Namespace) -> int:
     from retouch.models.store import ModelStore
 
@@ -1138,20 +826,10 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
-    "erase": cmd_erase,
-    "outpaint": cmd_outpaint,
-    "inpaint": cmd_inpaint,
-    "edit": cmd_edit,
-    "variations": cmd_variations,
-    "resize": cmd_resize,
-    "upscale": cmd_upscale,
-    "remove-bg": cmd_remove_bg,
-    "remove-background": cmd_remove_bg,
     "mask": cmd_mask,
     "providers": cmd_providers,
     "serve": cmd_serve,
     "models": cmd_models,
-    "stylize": cmd_stylize,
 }
 
 
@@ -1160,13 +838,37 @@ def _fail(message: str, code: int) -> NoReturn:
     raise SystemExit(code)
 
 
+def _quiet_libraries() -> None:
+    """Our progress bar only: the diffusion libraries' own bars, advisories and fallback
+    warnings stay off the terminal unless -v asks for them. Set before they are imported."""
+    import logging
+    import warnings
+
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
+    os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+    for name in ("diffusers", "transformers", "torch", "huggingface_hub", "accelerate"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    for module in ("diffusers", "transformers", "torch", "huggingface_hub", "accelerate", "peft"):
+        warnings.filterwarnings("ignore", module=module)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    if args_list in (["--version"], ["-V"]):  # at once: no providers are looked at
+        print(f"retouch {__version__}")
+        return 0
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(args_list)
     if args.command is None:
         parser.print_help()
         return 2
+    if not getattr(args, "verbose", False):
+        _quiet_libraries()
     try:
+        if hasattr(args, "operation"):
+            return cmd_operation(args)
         return COMMANDS[args.command](args)
     except UsageError as exc:
         _fail(str(exc), 2)

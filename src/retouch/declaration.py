@@ -422,6 +422,8 @@ def coerce(spec: FieldSpec, value: Any) -> Any:
             return tuple((int(p[0]), int(p[1])) for p in value)
         return value
     text = value.strip()
+    if spec.nullable and text.lower() == "none":
+        return None
     try:
         if kind == "int":
             return int(text)

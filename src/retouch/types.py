@@ -228,7 +228,7 @@ class MaskInput:
         high=1_000_000,  # a margin past the image's edges is clipped to them: no cost
         metavar="PX",
         help="context around the mask given to the provider, in pixels (default 128; "
-        "None: the whole image)",
+        "none: the whole image)",
     )
 
     @classmethod
@@ -279,11 +279,15 @@ def _seed() -> Any:
 
 
 def _model(help: str = "model name in the store, or a path (providers with models)") -> Any:
-    return param(None, needs_support=True, help=help)
+    return param(None, needs_support=True, metavar="NAME", help=help)
 
 
 def _provider() -> Any:
-    return param(None, help="provider name (default: the best ready one; see `retouch providers`)")
+    return param(
+        None,
+        metavar="NAME",
+        help="provider name (default: the best ready one; see `retouch providers`)",
+    )
 
 
 def _options() -> Any:

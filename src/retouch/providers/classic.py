@@ -31,6 +31,7 @@ from retouch.types import (
     Request,
     ResizeRequest,
     UpscaleRequest,
+    param,
     parse_options,
 )
 
@@ -41,8 +42,13 @@ METHODS: tuple[Method, ...] = ("patchmatch", "telea", "ns")
 
 @dataclass(frozen=True)
 class EraseOptions:
-    method: Method = "patchmatch"
-    patch_size: int = 5
+    method: Method = param(
+        "patchmatch",
+        kind="text",
+        choices=METHODS,
+        help="classic fill: patchmatch (texture, default), telea or ns (fast, smooth)",
+    )
+    patch_size: int = param(5, low=1, high=32, help="PatchMatch patch radius (default 5)")
     """PatchMatch patch radius: patches span (2p+1)^2 pixels. Larger follows larger structure, slower."""
     radius: int = 5
     """Telea / Navier-Stokes neighbourhood radius in pixels."""

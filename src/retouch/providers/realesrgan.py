@@ -32,6 +32,7 @@ from retouch.types import (
     ProviderStatus,
     Request,
     UpscaleRequest,
+    param,
     parse_options,
 )
 
@@ -64,12 +65,25 @@ DEFAULT_MODEL = "animevideov3"
 
 @dataclass(frozen=True)
 class UpscaleOptions:
-    tile: int | None = None
+    tile: int | None = param(
+        None,
+        low=32,
+        metavar="PX",
+        help="tile side in input pixels (default: from --max-memory)",
+    )
     """Tile side in input pixels; None chooses it from max_memory."""
     tile_overlap: int = 16
-    max_memory: int = DEFAULT_MAX_MEMORY
+    max_memory: int = param(
+        DEFAULT_MAX_MEMORY,
+        kind="bytes",
+        low=64 * 2**20,
+        metavar="SIZE",
+        help="memory budget, e.g. 2G or 800M (default 2G)",
+    )
     """Bytes the upscale may use: engine, stripe buffers and the output image."""
-    threads: int | None = None
+    threads: int | None = param(
+        None, low=1, high=1024, help="engine threads (default: all cores; capped at the cores)"
+    )
     """Engine threads; None uses every core."""
 
     def __post_init__(self) -> None:

@@ -39,6 +39,7 @@ from retouch.types import (
     ProviderStatus,
     Request,
     StylizeRequest,
+    param,
     parse_options,
 )
 
@@ -57,7 +58,7 @@ class StylizeOptions:
     per pixel); larger photos are styled at this size and enlarged with their detail."""
     detail: float = 0.5
     """Arbitrary style: how much of the photo's fine detail is added back after enlarging."""
-    preserve_color: bool = False
+    preserve_color: bool = param(False, help="keep the photo's colours")
     """Keep the photo's colours, take only the style's brightness pattern."""
     threads: int | None = None
 

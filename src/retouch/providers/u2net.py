@@ -39,6 +39,7 @@ from retouch.types import (
     ProviderStatus,
     RemoveBackgroundRequest,
     Request,
+    param,
     parse_options,
 )
 
@@ -75,13 +76,23 @@ DEFAULT_MODEL = "u2netp"
 
 @dataclass(frozen=True)
 class SegmentOptions:
-    threshold: int | None = None
+    threshold: int | None = param(
+        None,
+        low=0,
+        high=254,
+        metavar="LEVEL",
+        help="hard edges: subject where the mask > LEVEL",
+    )
     """Make the mask hard: 255 above this grey level, 0 below. None keeps it soft."""
-    soften: int = 0
+    soften: int = param(
+        0, low=0, max_by_image="diagonal", metavar="PX", help="feather the edge by PX"
+    )
     """Feather the mask edge by this many pixels (after threshold)."""
-    largest_object: bool = False
-    fill_holes: bool = False
-    matting: bool = False
+    largest_object: bool = param(False, help="keep only the largest object")
+    fill_holes: bool = param(False, help="fill holes inside the subject")
+    matting: bool = param(
+        False, help="refine edges with alpha matting (pip install 'retouch[matting]')"
+    )
     """Refine the edge with closed-form alpha matting (needs retouch[matting])."""
     matting_foreground: int = DEFAULT_FOREGROUND
     """Grey level above which the model's mask is taken as sure subject (rembg's af)."""
@@ -90,13 +101,17 @@ class SegmentOptions:
     matting_erode: int = DEFAULT_ERODE
     """Erosion in pixels of the sure regions: the unknown band matting solves (rembg's ae)."""
     matting_size: int = DEFAULT_MATTING_SIZE
-    decontaminate: bool = True
+    decontaminate: bool = param(
+        True, flag="--no-decontaminate", help="keep the original edge colours"
+    )
     """Replace edge colours by estimated subject colours, so no old-background halo stays."""
     input_size: int | None = None
     mean: tuple[float, float, float] | None = None
     std: tuple[float, float, float] | None = None
     sigmoid: bool | None = None
-    threads: int | None = None
+    threads: int | None = param(
+        None, low=1, high=1024, help="engine threads (default: all cores; capped at the cores)"
+    )
 
     def __post_init__(self) -> None:
         if self.threshold is not None and not 0 <= self.threshold <= 254:
