@@ -29,6 +29,7 @@ from retouch.declaration import (
     check_values,
     honours,
     option_fields,
+    request_fields,
     request_parameters,
     unsupported_fields,
 )
@@ -210,6 +211,43 @@ class Toolkit:
                     diagonal=math.hypot(image.width, image.height),
                 )
             parse_options(spec.options, request.options, provider=provider)
+
+    def describe_operations(self) -> list[dict[str, Any]]:
+        """Each operation with its fields (type, range, default, help), the provider options
+        offered with it, and the providers that can run it now: what ``GET /v1/operations``
+        answers and the studio page and recipes are built from."""
+        loaded = self.loaded_providers()
+        statuses = {p.info.name: p.status() for p in loaded}
+        described = []
+        for operation, cls in self.operations.items():
+            providers = []
+            for provider in sorted(loaded, key=lambda p: (-p.info.priority, p.info.name)):
+                spec = provider.info.operations.get(operation)
+                if spec is None:
+                    continue
+                status = statuses[provider.info.name]
+                options = option_fields(operation, [provider])
+                providers.append(
+                    {
+                        "name": provider.info.name,
+                        "kind": provider.info.kind,
+                        "ready": status.ready,
+                        "detail": status.detail,
+                        "honours": sorted(honours(spec)),
+                        "options": [s.name for s in options],
+                    }
+                )
+            described.append(
+                {
+                    "name": operation,
+                    "summary": cls.summary,
+                    "fields": [s.describe() for s in request_fields(cls)],
+                    "provider_options": [s.describe() for s in option_fields(operation, loaded)],
+                    "providers": providers,
+                    "ready": [p["name"] for p in providers if p["ready"]],
+                }
+            )
+        return described
 
     # --- building requests ------------------------------------------------------------------
 

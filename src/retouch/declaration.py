@@ -65,6 +65,10 @@ class FieldSpec:
         return self.param.flag or "--" + self.name.replace("_", "-")
 
     @property
+    def has_default(self) -> bool:
+        return self.default is not MISSING
+
+    @property
     def is_option(self) -> bool:
         return self.path[0] == "options" and len(self.path) == 2
 
@@ -77,7 +81,7 @@ class FieldSpec:
             "required": self.required,
             "help": p.help,
         }
-        if not self.required:
+        if self.has_default:
             out["default"] = _jsonable(self.default)
         if p.low is not None:
             out["exclusive_minimum" if p.low_open else "minimum"] = p.low
@@ -451,11 +455,12 @@ def coerce(spec: FieldSpec, value: Any) -> Any:
         if kind == "points":
             return _points(text, name)
     except (ValueError, ZeroDivisionError, OverflowError):
-        raise InvalidRequest(f"{name} {_expects(spec)}, got {value!r}", param=name) from None
+        raise InvalidRequest(f"{name} {expects(spec)}, got {value!r}", param=name) from None
     return value
 
 
-def _expects(spec: FieldSpec) -> str:
+def expects(spec: FieldSpec) -> str:
+    """What a field takes, as an error message says it."""
     return {
         "int": "must be a whole number",
         "float": "must be a number",
@@ -464,6 +469,8 @@ def _expects(spec: FieldSpec) -> str:
         "bool": "must be true or false",
         "box": "must be LEFT,TOP,RIGHT,BOTTOM",
         "points": "must be 'X,Y X,Y ...'",
+        "text": "must be text",
+        "options": "must be an object of provider options",
     }.get(spec.kind, "is not valid")
 
 
@@ -538,12 +545,25 @@ def build_request(
         kwargs[group] = MaskInput(**fields)
     if chosen_options:
         kwargs["options"] = chosen_options
-    missing = [s.name for s in specs.values() if s.required and _get_kw(kwargs, s.path) is None]
+    missing = [s for s in specs.values() if s.required and _get_kw(kwargs, s.path) is None]
     if missing:
-        raise InvalidRequest(
-            f"{operation}: missing field(s) {', '.join(missing)}", param=missing[0]
-        )
+        images = [s.name for s in missing if s.kind in ("image", "mask")]
+        others = [s.name for s in missing if s.kind not in ("image", "mask")]
+        what = f"image field(s) {', '.join(images)}" if images else ""
+        if others:
+            what += ("; " if what else "") + f"field(s) {', '.join(others)}"
+        raise InvalidRequest(f"{operation}: missing {what}", param=missing[0].name)
     return cls(**kwargs)
+
+
+def check_given(fields: Iterable[FieldSpec], values: Mapping[str, Any]) -> None:
+    """The non-image values a client gave, checked alone (before any image is read): a
+    cheap early refusal with the same message the full check would give."""
+    for spec in fields:
+        value = values.get(spec.name)
+        if value is None or spec.kind in ("image", "mask", "options", "box", "points"):
+            continue
+        check_value(spec, coerce(spec, value))
 
 
 def _get_kw(kwargs: Mapping[str, Any], path: tuple[str, ...]) -> Any:

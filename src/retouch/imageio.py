@@ -383,8 +383,11 @@ def encode_image(
     parameters: dict[str, Any] | None = None,
     quality: int | None = None,
     name: str = "output",
+    compress_level: int = 6,
 ) -> bytes:
-    """Encode pixels as ``fmt`` (PNG, JPEG, WEBP, TIFF, BMP) keeping ICC, EXIF, alpha, depth."""
+    """Encode pixels as ``fmt`` (PNG, JPEG, WEBP, TIFF, BMP) keeping ICC, EXIF, alpha, depth.
+
+    ``compress_level`` (PNG, 0-9): files use 6; the HTTP service answers at a faster level."""
     pixels = image.pixels
     source_mode = image.source_mode
     fmt = fmt.upper()
@@ -434,7 +437,7 @@ def encode_image(
         if text:
             info.add_itxt("retouch", text)
         kwargs["pnginfo"] = info
-        kwargs["compress_level"] = 6
+        kwargs["compress_level"] = compress_level
     elif fmt == "JPEG":
         kwargs["quality"] = quality or 95
         if text:

@@ -1,6 +1,8 @@
 """The FastAPI app: native routes per operation, OpenAI-compatible image routes, the
 /sd-inpaint API, async jobs with server-sent events, health, readiness and metrics.
 
+The native routes, their request models and their OpenAPI are generated from the declaration
+(``retouch.types``, through ``retouch.server.schema``): one handler serves every operation.
 Every error leaves as ``{"error": {"message", "type", "param", "code"}}`` with a status from
 ``retouch.server.errors``; a 500 never carries a stack trace.
 """
@@ -14,35 +16,93 @@ import json
 import logging
 import threading
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
+from pydantic import BaseModel, ConfigDict, Field
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from retouch import imageio
+from retouch import masks as mask_ops
 from retouch._version import __version__
 from retouch.api import Toolkit
+from retouch.declaration import FieldSpec, check_given, request_fields
 from retouch.errors import Cancelled, InvalidRequest, RetouchError, UnsupportedOperation
-from retouch.results import ImageResult
+from retouch.results import ImageResult, OutputImage
 from retouch.server import urlfetch
 from retouch.server.errors import HTTPProblem, body, for_exception
 from retouch.server.jobs import JobManager
 from retouch.server.limits import Limiter
-from retouch.server.operations import OPERATIONS, Fields, Images, Operation, to_int
+from retouch.server.schema import (
+    IMAGE_KINDS,
+    RESPONSE_FORMAT,
+    fields_model,
+    form_fields,
+    parse_fields,
+    request_body,
+)
 from retouch.server.settings import ServerSettings
-from retouch.types import Progress, ProgressCallback
+from retouch.types import InpaintRequest, Operation, Progress, ProgressCallback
 
 log = logging.getLogger("retouch.server")
 OPEN_PATHS = {"/health", "/docs", "/openapi.json", "/docs/oauth2-redirect", "/redoc"}
 OUTPUT_FORMATS = {"png": "PNG", "jpeg": "JPEG", "webp": "WEBP"}
 OPENAI_SIZES = {"256x256", "512x512", "1024x1024", "1536x1024", "1024x1536", "auto"}
 MASK_WORDS = {"subject", "background"}
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    status: {
+        "description": text,
+        "content": {
+            "application/json": {
+                "schema": {
+                    "type": "object",
+                    "properties": {
+                        "error": {
+                            "type": "object",
+                            "properties": {
+                                "message": {"type": "string"},
+                                "type": {"type": "string"},
+                                "param": {"type": ["string", "null"]},
+                                "code": {"type": ["string", "null"]},
+                            },
+                        }
+                    },
+                }
+            }
+        },
+    }
+    for status, text in (
+        (400, "bad input: the message names the field"),
+        (401, "an API key is required"),
+        (413, "an upload or an image over the limits"),
+        (415, "not multipart/form-data or JSON"),
+        (429, "queue full: retry after Retry-After seconds"),
+        (503, "no provider is ready for this"),
+        (504, "the request took longer than the server allows"),
+    )
+}
+
+
+@dataclass(frozen=True)
+class Route:
+    """One generated operation route: its fields, their model, and fixed values."""
+
+    operation: Operation
+    fields: list[FieldSpec]
+    model: type[BaseModel]
+    fixed: Mapping[str, Any] = field(default_factory=dict)
+    """Values the route sets itself (``/v1/masks/subject`` is the mask operation with kind
+    subject)."""
+
+    @property
+    def image_names(self) -> set[str]:
+        return {s.name for s in self.fields if s.kind in IMAGE_KINDS}
 
 
 @dataclass
@@ -51,7 +111,7 @@ class Service:
     settings: ServerSettings
     limiter: Limiter
     jobs: JobManager
-    metrics: Any
+    routes: dict[str, Route]
 
 
 # --- metrics ------------------------------------------------------------------------------
@@ -87,17 +147,21 @@ def _metrics(service_jobs: Callable[[], JobManager], limiter: Limiter) -> Any:
 
 # --- reading requests -----------------------------------------------------------------------
 
+Images = dict[str, bytes | str]
+"""Image fields: uploaded bytes, or (mask fields only) the words 'subject' / 'background'."""
+
 
 def _decode_text_image(service: Service, name: str, value: str) -> bytes | str:
     """An image given as text: a data URI, base64, an http(s) URL (when allowed) or, for masks,
     'subject' / 'background'. Never a path on the server."""
     text = value.strip()
-    if name in ("mask",) and text in MASK_WORDS:
+    if name == "mask" and text in MASK_WORDS:
         return text
     if text.startswith(("http://", "https://")):
         if not service.settings.allow_image_urls:
             raise InvalidRequest(
-                f"{name}: image URLs are turned off on this server; send the image itself"
+                f"{name}: image URLs are turned off on this server; send the image itself",
+                param=name,
             )
         return urlfetch.fetch_public(
             text,
@@ -110,7 +174,7 @@ def _decode_text_image(service: Service, name: str, value: str) -> bytes | str:
         return base64.b64decode("".join(text.split()), validate=True)
     except (binascii.Error, ValueError):
         raise InvalidRequest(
-            f"{name}: send the image as a file upload, base64 or a data URI"
+            f"{name}: send the image as a file upload, base64 or a data URI", param=name
         ) from None
 
 
@@ -136,14 +200,16 @@ async def read_input(
     if content_type.startswith("application/json"):
         try:
             data = await request.json()
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            raise InvalidRequest("the body is not valid JSON") from None
+        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
+            raise InvalidRequest("the body is not valid JSON (or is nested too deeply)") from None
         if not isinstance(data, dict):
             raise InvalidRequest("the JSON body must be an object of fields")
         for key, value in data.items():
             if key in image_names:
                 if not isinstance(value, str):
-                    raise InvalidRequest(f"{key} must be a base64 string, a data URI or a URL")
+                    raise InvalidRequest(
+                        f"{key} must be a base64 string, a data URI or a URL", param=key
+                    )
                 images[key] = _decode_text_image(service, key, value)
             else:
                 fields[key] = value
@@ -156,11 +222,14 @@ async def read_input(
         for key, value in form.multi_items():
             name = key[:-2] if key.endswith("[]") else key
             if name in images:
-                raise InvalidRequest(f"{name}: send one image (several are not supported here)")
+                raise InvalidRequest(
+                    f"{name}: send one image (several are not supported here)", param=name
+                )
             if isinstance(value, UploadFile):
                 if name not in image_names:
                     raise InvalidRequest(
-                        f"{name} is not an image field; image fields: {', '.join(sorted(image_names))}"
+                        f"{name} is not an image field; image fields: {', '.join(sorted(image_names))}",
+                        param=name,
                     )
                 images[name] = await _read_upload(service, name, value)
             elif name in image_names:
@@ -169,15 +238,6 @@ async def read_input(
                 fields[name] = value
         return fields, images
     raise HTTPProblem(415, "send multipart/form-data or application/json", "invalid_request_error")
-
-
-def _check_images(op: Operation, images: Images) -> None:
-    missing = [n for n in op.images if n not in images]
-    if missing:
-        raise InvalidRequest(f"{op.name}: missing image field(s) {', '.join(missing)}")
-    unknown = sorted(set(images) - set(op.images) - set(op.optional_images))
-    if unknown:
-        raise InvalidRequest(f"{op.name}: unknown image field(s) {', '.join(unknown)}")
 
 
 # --- running ------------------------------------------------------------------------------
@@ -208,19 +268,27 @@ async def run_bounded(
             ) from None
 
 
-def _lane(op_name: str, fields: Fields) -> str:
+def _lane(op_name: str, fields: Mapping[str, Any]) -> str:
     return f"{op_name}:{fields.get('provider') or fields.get('model') or 'auto'}"
 
 
-def _encode(result: ImageResult, index: int, fmt: str, quality: int | None = None) -> bytes:
+def _encode(
+    service: Service, result: ImageResult, index: int, fmt: str, quality: int | None = None
+) -> bytes:
     image = result.images[index]
     parameters = dict(
         result.parameters, seed=image.seed, provider=result.provider, model=result.model
     )
-    return imageio.encode_image(image, fmt, parameters=parameters, quality=quality)
+    return imageio.encode_image(
+        image,
+        fmt,
+        parameters=parameters,
+        quality=quality,
+        compress_level=service.settings.png_compress_level,
+    )
 
 
-def image_response(result: ImageResult, fmt: str) -> Response:
+def image_response(service: Service, result: ImageResult, fmt: str) -> Response:
     headers = {"X-Provider": result.provider}
     if result.model:
         headers["X-Model"] = str(result.model)
@@ -229,13 +297,13 @@ def image_response(result: ImageResult, fmt: str) -> Response:
     if result.warnings:
         headers["X-Retouch-Warnings"] = str(len(result.warnings))
     media = {"PNG": "image/png", "JPEG": "image/jpeg", "WEBP": "image/webp"}[fmt]
-    return Response(_encode(result, 0, fmt), media_type=media, headers=headers)
+    return Response(_encode(service, result, 0, fmt), media_type=media, headers=headers)
 
 
-def json_result(result: ImageResult) -> dict[str, Any]:
+def json_result(service: Service, result: ImageResult) -> dict[str, Any]:
     meta = result.metadata()
     meta["images"] = [
-        {**info, "b64_json": base64.b64encode(_encode(result, i, "PNG")).decode("ascii")}
+        {**info, "b64_json": base64.b64encode(_encode(service, result, i, "PNG")).decode("ascii")}
         for i, info in enumerate(meta["images"])
     ]
     return meta
@@ -246,8 +314,44 @@ def _output_format(fields: dict[str, Any], request: Request) -> str:
     if not fmt:
         return "json" if "application/json" in request.headers.get("accept", "") else "png"
     if fmt not in (*OUTPUT_FORMATS, "json"):
-        raise InvalidRequest(f"response_format must be png, jpeg, webp or json, not {fmt!r}")
+        raise InvalidRequest(
+            f"response_format must be png, jpeg, webp or json, not {fmt!r}",
+            param="response_format",
+        )
     return fmt
+
+
+def make_route(toolkit: Toolkit, operation: Operation, fixed: Mapping[str, Any] = {}) -> Route:
+    cls = toolkit.operations[operation]
+    fields = [s for s in form_fields(cls, toolkit.option_fields(operation)) if s.name not in fixed]
+    return Route(operation, fields, fields_model(operation, fields), fixed)
+
+
+def _parse(route: Route, raw: Mapping[str, Any], images: Images) -> dict[str, Any]:
+    """The client's fields parsed and checked alone (no image decoded yet)."""
+    values = parse_fields(route.operation, route.model, route.fields, raw)
+    check_given(route.fields, values)
+    missing = [
+        s.name
+        for s in route.fields
+        if s.kind in IMAGE_KINDS and s.required and s.name not in images
+    ]
+    if missing:
+        raise InvalidRequest(
+            f"{route.operation}: missing image field(s) {', '.join(missing)}", param=missing[0]
+        )
+    return {**values, **images, **route.fixed}
+
+
+def _work(
+    toolkit: Toolkit, route: Route, values: dict[str, Any]
+) -> Callable[[ProgressCallback], ImageResult]:
+    """Build (decoding the images) and run the request, in the worker thread."""
+
+    def work(progress: ProgressCallback) -> ImageResult:
+        return toolkit.run(toolkit.build(route.operation, values), progress=progress)
+
+    return work
 
 
 # --- the app ------------------------------------------------------------------------------
@@ -257,11 +361,17 @@ def create_app(toolkit: Toolkit | None = None, settings: ServerSettings | None =
     settings = settings or ServerSettings.from_env()
     # The server's pixel limit holds whatever toolkit is given; its providers are shared.
     toolkit = Toolkit(
-        registry=toolkit.registry if toolkit else None, max_pixels=settings.max_pixels
+        registry=toolkit.registry if toolkit else None,
+        max_pixels=settings.max_pixels,
+        operations=toolkit.operations if toolkit else None,
     )
     limiter = Limiter(settings.concurrency, settings.queue_size)
     jobs = JobManager(limiter, ttl=settings.job_ttl_s, max_jobs=settings.max_jobs)
-    service = Service(toolkit, settings, limiter, jobs, None)
+    routes: dict[str, Route] = {op: make_route(toolkit, op) for op in toolkit.operations}
+    if "mask" in toolkit.operations:
+        for kind in ("subject", "background"):
+            routes[f"masks/{kind}"] = make_route(toolkit, "mask", {"kind": kind})
+    service = Service(toolkit, settings, limiter, jobs, routes)
     registry, requests_total, latency = _metrics(lambda: service.jobs, limiter)
 
     @asynccontextmanager
@@ -273,7 +383,8 @@ def create_app(toolkit: Toolkit | None = None, settings: ServerSettings | None =
     app = FastAPI(
         title="retouch",
         version=__version__,
-        description="AI image editing over HTTP: native routes per operation, OpenAI-compatible "
+        description="AI image editing over HTTP: native routes per operation (generated from "
+        "the operations' declaration; GET /v1/operations lists them), OpenAI-compatible "
         "/v1/images/edits and /variations, /sd-inpaint, and async jobs with progress.",
         lifespan=lifespan,
     )
@@ -296,7 +407,7 @@ def create_app(toolkit: Toolkit | None = None, settings: ServerSettings | None =
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
         first = exc.errors()[0] if exc.errors() else {}
-        where = ".".join(str(p) for p in first.get("loc", ()) if p != "body")
+        where = ".".join(str(p) for p in first.get("loc", ()) if p not in ("body", "path"))
         return JSONResponse(
             body(
                 f"{where}: {first.get('msg', 'invalid')}",
@@ -376,35 +487,82 @@ def create_app(toolkit: Toolkit | None = None, settings: ServerSettings | None =
 
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
-    # --- native routes, one per operation ------------------------------------------------------
+    @app.get(
+        "/v1/operations",
+        tags=["operations"],
+        summary="Every operation with its fields (type, range, default, help) and the "
+        "providers that can run it now",
+    )
+    async def operations() -> JSONResponse:
+        described = await asyncio.to_thread(toolkit.describe_operations)
+        return JSONResponse({"object": "list", "data": described})
 
-    def native(op: Operation) -> Callable[[Request], Awaitable[Response]]:
+    # --- native routes, one per operation, generated ----------------------------------------
+
+    def native(route: Route) -> Callable[[Request], Awaitable[Response]]:
         async def handler(request: Request) -> Response:
-            raw, images = await read_input(
-                service, request, set(op.images) | set(op.optional_images)
-            )
+            raw, images = await read_input(service, request, route.image_names)
             fmt = _output_format(raw, request)
-            fields = op.parse(raw)
-            _check_images(op, images)
+            values = _parse(route, raw, images)
             result = await run_bounded(
-                service, _lane(op.name, fields), lambda p: op.call(toolkit, fields, images, p)
+                service, _lane(route.operation, values), _work(toolkit, route, values)
             )
             if fmt == "json":
-                return JSONResponse(json_result(result))
-            return image_response(result, OUTPUT_FORMATS[fmt])
+                return JSONResponse(json_result(service, result))
+            return image_response(service, result, OUTPUT_FORMATS[fmt])
 
         return handler
 
-    for op in OPERATIONS.values():
+    for path, route in routes.items():
+        cls = toolkit.operations[route.operation]
         app.add_api_route(
-            f"/v1/{op.name}",
-            native(op),
+            f"/v1/{path}",
+            native(route),
             methods=["POST"],
-            summary=op.summary,
+            summary=cls.summary if not route.fixed else f"{cls.summary} ({route.fixed})",
             tags=["operations"],
-            openapi_extra=_openapi_body(op),
-            responses={200: {"content": {"image/png": {}, "application/json": {}}}},
+            openapi_extra=request_body(route.fields, [RESPONSE_FORMAT]),
+            responses={
+                200: {"content": {"image/png": {}, "application/json": {}}},
+                **ERROR_RESPONSES,
+            },
         )
+
+    @app.post(
+        "/v1/masks/{shape}",
+        tags=["operations"],
+        summary="A rectangle or ellipse mask the size of the image (shape: rect | ellipse)",
+        openapi_extra=_shape_mask_openapi(),
+        responses={200: {"content": {"image/png": {}}}, **ERROR_RESPONSES},
+    )
+    async def shape_mask(shape: str, request: Request) -> Response:
+        if shape not in ("rect", "ellipse"):
+            raise HTTPProblem(
+                404,
+                f"no mask route {shape!r}; masks: subject, background, rect, ellipse",
+                "not_found",
+            )
+        raw, images = await read_input(service, request, {"image"})
+        fmt = _output_format(raw, request)
+        form = _validate(ShapeMaskForm, raw, f"masks/{shape}")
+        if "image" not in images:
+            raise InvalidRequest(f"masks/{shape}: missing image field(s) image", param="image")
+        box = _box(form.box)
+
+        def work(progress: ProgressCallback) -> ImageResult:
+            import numpy as np
+
+            picture = toolkit.load(images["image"])
+            draw = mask_ops.rectangle if shape == "rect" else mask_ops.ellipse
+            mask = draw(picture.size, box)
+            return ImageResult(
+                images=[OutputImage(pixels=np.dstack([mask] * 3), source_mode="L")], provider=shape
+            )
+
+        result = await run_bounded(service, f"masks/{shape}", work)
+        if fmt == "json":
+            return JSONResponse(json_result(service, result))
+        return image_response(service, result, OUTPUT_FORMATS[fmt])
 
     # --- jobs ------------------------------------------------------------------------------
 
@@ -413,18 +571,25 @@ def create_app(toolkit: Toolkit | None = None, settings: ServerSettings | None =
         status_code=202,
         tags=["jobs"],
         summary="Start an operation; returns at once",
-        openapi_extra=_jobs_openapi(),
+        openapi_extra=_jobs_openapi(routes),
+        responses=ERROR_RESPONSES,
     )
     async def create_job(request: Request) -> JSONResponse:
-        all_images = {n for op in OPERATIONS.values() for n in (*op.images, *op.optional_images)}
+        all_images = {n for r in routes.values() for n in r.image_names}
         raw, images = await read_input(service, request, all_images)
         name = str(raw.pop("operation", "") or "")
-        if name not in OPERATIONS:
-            raise InvalidRequest(f"operation must be one of {', '.join(OPERATIONS)}, not {name!r}")
-        op = OPERATIONS[name]
-        fields = op.parse(raw)
-        _check_images(op, images)
-        job = jobs.submit(name, _lane(name, fields), lambda p: op.call(toolkit, fields, images, p))
+        if name not in routes:
+            raise InvalidRequest(
+                f"operation must be one of {', '.join(routes)}, not {name!r}", param="operation"
+            )
+        route = routes[name]
+        unexpected = sorted(set(images) - route.image_names)
+        if unexpected:
+            raise InvalidRequest(
+                f"{name}: unknown image field(s) {', '.join(unexpected)}", param=unexpected[0]
+            )
+        values = _parse(route, raw, images)
+        job = jobs.submit(name, _lane(name, values), _work(toolkit, route, values))
         return JSONResponse(
             job.describe(_base(request)),
             status_code=202,
@@ -468,7 +633,7 @@ def create_app(toolkit: Toolkit | None = None, settings: ServerSettings | None =
             raise HTTPProblem(
                 404, f"job {job_id} has {len(job.result.images)} image(s)", "not_found"
             )
-        return Response(_encode(job.result, index, "PNG"), media_type="image/png")
+        return Response(_encode(service, job.result, index, "PNG"), media_type="image/png")
 
     # --- OpenAI-compatible --------------------------------------------------------------------
 
@@ -476,7 +641,10 @@ def create_app(toolkit: Toolkit | None = None, settings: ServerSettings | None =
         "/v1/images/edits",
         tags=["openai"],
         summary="OpenAI-compatible image edits",
-        openapi_extra=_openai_openapi(edits=True),
+        openapi_extra=_form_openapi(
+            OpenAIEditForm, images=("image", "mask"), required=("image", "prompt")
+        ),
+        responses=ERROR_RESPONSES,
     )
     async def openai_edits(request: Request) -> JSONResponse:
         return await _openai(service, request, edits=True)
@@ -485,7 +653,8 @@ def create_app(toolkit: Toolkit | None = None, settings: ServerSettings | None =
         "/v1/images/variations",
         tags=["openai"],
         summary="OpenAI-compatible image variations",
-        openapi_extra=_openai_openapi(edits=False),
+        openapi_extra=_form_openapi(OpenAIVariationForm, images=("image",), required=("image",)),
+        responses=ERROR_RESPONSES,
     )
     async def openai_variations(request: Request) -> JSONResponse:
         return await _openai(service, request, edits=False)
@@ -508,22 +677,109 @@ def _base(request: Request) -> str:
     return str(request.base_url).rstrip("/")
 
 
-# --- OpenAI routes ------------------------------------------------------------------------------
+def _box(text: str) -> tuple[int, int, int, int]:
+    try:
+        left, top, right, bottom = (int(v) for v in str(text).split(","))
+    except ValueError:
+        raise InvalidRequest(
+            f"box must be four whole numbers left,top,right,bottom, got {text!r}", param="box"
+        ) from None
+    return left, top, right, bottom
 
-OPENAI_EDIT_FIELDS = {
-    "prompt",
-    "model",
-    "n",
-    "size",
-    "response_format",
-    "user",
-    "output_format",
-    "output_compression",
-    "quality",
-    "background",
-    "input_fidelity",
-}
-OPENAI_VARIATION_FIELDS = {"model", "n", "size", "response_format", "user"}
+
+# --- hand-shaped bodies (contracts of other APIs), declared as models -----------------------------
+
+
+class ShapeMaskForm(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    box: str = Field(description="LEFT,TOP,RIGHT,BOTTOM")
+
+
+class OpenAIVariationForm(BaseModel):
+    """OpenAI's /v1/images/variations fields (image is an upload)."""
+
+    model_config = ConfigDict(extra="forbid")
+    model: str | None = Field(
+        None, description="retouch-variations (default) or another mapped model"
+    )
+    n: int | None = Field(None, ge=1, le=10, description="how many images")
+    size: str | None = Field(None, description=", ".join(sorted(OPENAI_SIZES)))
+    response_format: str | None = Field(None, description="url or b64_json")
+    user: str | None = None
+
+
+class OpenAIEditForm(OpenAIVariationForm):
+    """OpenAI's /v1/images/edits fields (image and mask are uploads)."""
+
+    prompt: str | None = Field(None, max_length=32000)
+    output_format: str | None = Field(None, description="png, jpeg or webp")
+    output_compression: int | None = Field(None, ge=0, le=100)
+    quality: str | None = None
+    background: str | None = None
+    input_fidelity: str | None = None
+
+
+def _validate(model: type[BaseModel], raw: Mapping[str, Any], where: str) -> Any:
+    from pydantic import ValidationError
+
+    try:
+        return model.model_validate(dict(raw))
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        name = str(first["loc"][0]) if first.get("loc") else None
+        if first.get("type") == "extra_forbidden":
+            raise InvalidRequest(f"{where}: unknown field(s) {name}", param=name) from None
+        raise InvalidRequest(f"{where}: {name}: {first.get('msg')}", param=name) from None
+
+
+def _form_openapi(
+    model: type[BaseModel], *, images: tuple[str, ...], required: tuple[str, ...]
+) -> dict[str, Any]:
+    schema = model.model_json_schema()
+    props = dict(schema.get("properties", {}))
+    for name in images:
+        props[name] = {"type": "string", "format": "binary"}
+    return {
+        "requestBody": {
+            "required": True,
+            "content": {
+                "multipart/form-data": {
+                    "schema": {"type": "object", "properties": props, "required": list(required)}
+                }
+            },
+        }
+    }
+
+
+def _shape_mask_openapi() -> dict[str, Any]:
+    return _form_openapi(ShapeMaskForm, images=("image",), required=("image", "box"))
+
+
+def _jobs_openapi(routes: Mapping[str, Route]) -> dict[str, Any]:
+    """One JSON body per operation, told apart by ``operation``."""
+    variants = []
+    for name, route in routes.items():
+        body_schema = request_body(route.fields)["requestBody"]["content"]["application/json"][
+            "schema"
+        ]
+        props = {"operation": {"type": "string", "enum": [name]}, **body_schema["properties"]}
+        variants.append(
+            {
+                "type": "object",
+                "properties": props,
+                "required": ["operation", *body_schema["required"]],
+                "additionalProperties": False,
+            }
+        )
+    return {
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": {"oneOf": variants}}},
+        }
+    }
+
+
+# --- OpenAI routes ------------------------------------------------------------------------------
 
 
 async def _openai(service: Service, request: Request, *, edits: bool) -> JSONResponse:
@@ -536,15 +792,11 @@ async def _openai(service: Service, request: Request, *, edits: bool) -> JSONRes
 
 async def _openai_inner(service: Service, request: Request, *, edits: bool) -> JSONResponse:
     raw, images = await read_input(service, request, {"image", "mask"} if edits else {"image"})
-    allowed = OPENAI_EDIT_FIELDS if edits else OPENAI_VARIATION_FIELDS
-    unknown = sorted(set(raw) - allowed)
-    if unknown:
-        raise InvalidRequest(f"unknown field(s) {', '.join(unknown)}")
+    form = _validate(OpenAIEditForm if edits else OpenAIVariationForm, raw, "images")
     if "image" not in images:
-        raise InvalidRequest("image is required")
+        raise InvalidRequest("image is required", param="image")
     model = str(
-        raw.get("model")
-        or (service.settings.default_image_model if edits else "retouch-variations")
+        form.model or (service.settings.default_image_model if edits else "retouch-variations")
     )
     if model not in service.settings.model_map:
         raise HTTPProblem(
@@ -554,36 +806,38 @@ async def _openai_inner(service: Service, request: Request, *, edits: bool) -> J
             param="model",
         )
     operation, provider = service.settings.model_map[model]
-    n = to_int("n", raw["n"]) if raw.get("n") not in (None, "") else 1
-    if not 1 <= n <= 10:
-        raise InvalidRequest("n must be between 1 and 10")
-    size = str(raw.get("size") or "auto")
+    n = form.n or 1
+    size = str(form.size or "auto")
     if size not in OPENAI_SIZES:
-        raise InvalidRequest(f"size must be one of {', '.join(sorted(OPENAI_SIZES))}")
-    response_format = str(raw.get("response_format") or "b64_json")
+        raise InvalidRequest(f"size must be one of {', '.join(sorted(OPENAI_SIZES))}", param="size")
+    response_format = str(form.response_format or "b64_json")
     if response_format not in ("b64_json", "url"):
-        raise InvalidRequest("response_format must be url or b64_json")
-    output_format = str(raw.get("output_format") or "png")
-    if output_format not in OUTPUT_FORMATS:
-        raise InvalidRequest("output_format must be png, jpeg or webp")
+        raise InvalidRequest("response_format must be url or b64_json", param="response_format")
+    output_format = "png"
     compression = None
-    if raw.get("output_compression") not in (None, ""):
-        compression = to_int("output_compression", raw["output_compression"])
-        if not 0 <= compression <= 100:
-            raise InvalidRequest("output_compression must be between 0 and 100")
-        compression = max(1, compression)
-    for unsupported in ("quality", "background", "input_fidelity"):
-        if raw.get(unsupported) not in (None, "", "auto"):
-            raise UnsupportedOperation(f"{unsupported} is not supported by the model {model!r}")
-    prompt = str(raw.get("prompt") or "")
-    if edits and not prompt:
-        raise InvalidRequest("prompt is required")
+    prompt = ""
+    if edits:
+        output_format = str(form.output_format or "png")
+        if output_format not in OUTPUT_FORMATS:
+            raise InvalidRequest("output_format must be png, jpeg or webp", param="output_format")
+        if form.output_compression is not None:
+            compression = max(1, form.output_compression)
+        for unsupported in ("quality", "background", "input_fidelity"):
+            if getattr(form, unsupported) not in (None, "", "auto"):
+                raise UnsupportedOperation(
+                    f"{unsupported} is not supported by the model {model!r}", param=unsupported
+                )
+        prompt = str(form.prompt or "")
+        if not prompt:
+            raise InvalidRequest("prompt is required", param="prompt")
     toolkit = service.toolkit
 
     def work(progress: ProgressCallback) -> ImageResult:
         if operation == "erase":
             if n != 1:
-                raise UnsupportedOperation(f"the model {model!r} returns one image; use n=1")
+                raise UnsupportedOperation(
+                    f"the model {model!r} returns one image; use n=1", param="n"
+                )
             mask = images.get("mask", images["image"])  # no mask: the image's transparent area
             return toolkit.erase(
                 images["image"],
@@ -625,7 +879,11 @@ async def _openai_inner(service: Service, request: Request, *, edits: bool) -> J
     else:
         fmt = OUTPUT_FORMATS[output_format]
         data = [
-            {"b64_json": base64.b64encode(_encode(result, i, fmt, compression)).decode("ascii")}
+            {
+                "b64_json": base64.b64encode(_encode(service, result, i, fmt, compression)).decode(
+                    "ascii"
+                )
+            }
             for i in range(len(result.images))
         ]
     payload: dict[str, Any] = {
@@ -645,7 +903,33 @@ async def _openai_inner(service: Service, request: Request, *, edits: bool) -> J
 
 # --- /sd-inpaint -------------------------------------------------------------------------------
 
-SD_FIELDS = {"prompt", "negative_prompt", "num_inference_steps", "guidance_scale", "seed"}
+# The /sd-inpaint API's names for InpaintRequest's fields; ranges and help come from there.
+SD_NAMES = {"num_inference_steps": "steps", "guidance_scale": "guidance"}
+SD_DEFAULTS = {"num_inference_steps": 50, "guidance_scale": 7.5, "seed": 42}
+
+
+class SDInpaintForm(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    prompt: str | None = None
+    negative_prompt: str | None = None
+    num_inference_steps: int | None = None
+    guidance_scale: float | None = None
+    seed: int | None = None
+
+
+def _sd_fields() -> list[FieldSpec]:
+    import dataclasses
+
+    by_name = {s.name: s for s in request_fields(InpaintRequest)}
+    out = []
+    for name in SDInpaintForm.model_fields:
+        spec = by_name[SD_NAMES.get(name, name)]
+        out.append(
+            dataclasses.replace(
+                spec, name=name, default=SD_DEFAULTS.get(name), required=False, nullable=True
+            )
+        )
+    return out
 
 
 def _diffusion_ready(toolkit: Toolkit) -> str | None:
@@ -657,6 +941,7 @@ def _diffusion_ready(toolkit: Toolkit) -> str | None:
 
 def _add_sd_inpaint(app: FastAPI, service: Service) -> None:
     toolkit = service.toolkit
+    fields = _sd_fields()
 
     @app.get(
         "/sd-inpaint/health", tags=["sd-inpaint"], summary="Which model serves /sd-inpaint/inpaint"
@@ -679,24 +964,30 @@ def _add_sd_inpaint(app: FastAPI, service: Service) -> None:
             "detail": "no diffusion model is configured: the masked area is erased and filled from the image; prompts are not used",
         }
 
+    image_specs = [s for s in request_fields(InpaintRequest) if s.name in ("image", "mask")]
+
     @app.post(
         "/sd-inpaint/inpaint",
         tags=["sd-inpaint"],
         summary="Inpaint: multipart in, PNG out (X-Seed header)",
-        openapi_extra=_sd_openapi(),
+        openapi_extra={"requestBody": request_body([*image_specs, *fields])["requestBody"]},
+        responses={200: {"content": {"image/png": {}}}, **ERROR_RESPONSES},
     )
     async def sd_inpaint(request: Request) -> Response:
         raw, images = await read_input(service, request, {"image", "mask"})
-        unknown = sorted(set(raw) - SD_FIELDS)
-        if unknown:
-            raise InvalidRequest(f"unknown field(s) {', '.join(unknown)}")
+        form = _validate(SDInpaintForm, raw, "sd-inpaint")
         for name in ("image", "mask"):
             if name not in images:
-                raise InvalidRequest(f"{name} is required")
-        prompt = str(raw.get("prompt") or "")
-        steps = _ranged(raw, "num_inference_steps", 50, 1, 150, int)
-        guidance = _ranged(raw, "guidance_scale", 7.5, 1.0, 20.0, float)
-        seed = _ranged(raw, "seed", 42, 0, 2**32 - 1, int)
+                raise InvalidRequest(f"{name} is required", param=name)
+        given = form.model_dump(exclude_none=True)
+        check_given(fields, given)
+        values = {**SD_DEFAULTS, **given}
+        prompt = str(values.get("prompt") or "")
+        steps, guidance, seed = (
+            values["num_inference_steps"],
+            values["guidance_scale"],
+            values["seed"],
+        )
         diffusion = _diffusion_ready(toolkit)
 
         def work(progress: ProgressCallback) -> ImageResult:
@@ -705,7 +996,7 @@ def _add_sd_inpaint(app: FastAPI, service: Service) -> None:
                     images["image"],
                     images["mask"],
                     prompt,
-                    negative_prompt=raw.get("negative_prompt") or None,
+                    negative_prompt=values.get("negative_prompt") or None,
                     seed=seed,
                     steps=steps,
                     guidance=guidance,
@@ -716,134 +1007,9 @@ def _add_sd_inpaint(app: FastAPI, service: Service) -> None:
             )
 
         result = await run_bounded(service, f"sd-inpaint:{diffusion or 'erase'}", work)
-        response = image_response(result, "PNG")
+        response = image_response(service, result, "PNG")
         response.headers["X-Seed"] = str(
             result.image.seed if result.image.seed is not None else seed
         )
         response.headers["X-Retouch-Mode"] = "diffusion" if diffusion else "erase-fallback"
         return response
-
-
-def _ranged(raw: dict[str, Any], name: str, default: Any, low: Any, high: Any, kind: type) -> Any:
-    value = raw.get(name)
-    if value in (None, ""):
-        return default
-    try:
-        number = kind(value)
-    except (TypeError, ValueError):
-        raise InvalidRequest(f"{name} must be a number between {low} and {high}") from None
-    if not low <= number <= high:
-        raise InvalidRequest(f"{name} must be between {low} and {high}, got {value}")
-    return number
-
-
-# --- OpenAPI descriptions of the hand-parsed bodies ---------------------------------------------
-
-TYPES = {"int": "integer", "float": "number", "bool": "boolean", "str": "string"}
-
-
-def _schema(
-    fields: dict[str, str],
-    images: tuple[str, ...],
-    optional_images: tuple[str, ...],
-    required: tuple[str, ...],
-    *,
-    binary: bool,
-) -> dict[str, Any]:
-    props: dict[str, Any] = {name: {"type": TYPES[kind]} for name, kind in fields.items()}
-    for name in (*images, *optional_images):
-        props[name] = (
-            {"type": "string", "format": "binary"}
-            if binary
-            else {"type": "string", "description": "base64 or data URI"}
-        )
-    return {"type": "object", "properties": props, "required": [*images, *required]}
-
-
-def _openapi_body(op: Operation) -> dict[str, Any]:
-    fields = {**op.fields, "response_format": "str"}
-    return {
-        "requestBody": {
-            "required": True,
-            "content": {
-                "multipart/form-data": {
-                    "schema": _schema(
-                        fields, op.images, op.optional_images, op.required, binary=True
-                    )
-                },
-                "application/json": {
-                    "schema": _schema(
-                        fields, op.images, op.optional_images, op.required, binary=False
-                    )
-                },
-            },
-        }
-    }
-
-
-def _jobs_openapi() -> dict[str, Any]:
-    schema = {
-        "type": "object",
-        "required": ["operation", "image"],
-        "properties": {
-            "operation": {"type": "string", "enum": list(OPERATIONS)},
-            "image": {"type": "string", "description": "base64 or data URI"},
-            "mask": {"type": "string"},
-        },
-        "additionalProperties": True,
-    }
-    return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}
-
-
-def _openai_openapi(*, edits: bool) -> dict[str, Any]:
-    props: dict[str, Any] = {
-        "image": {"type": "string", "format": "binary"},
-        "model": {"type": "string"},
-        "n": {"type": "integer", "minimum": 1, "maximum": 10},
-        "size": {"type": "string", "enum": sorted(OPENAI_SIZES)},
-        "response_format": {"type": "string", "enum": ["url", "b64_json"]},
-        "user": {"type": "string"},
-    }
-    required = ["image"]
-    if edits:
-        props.update(
-            {
-                "mask": {"type": "string", "format": "binary"},
-                "prompt": {"type": "string"},
-                "output_format": {"type": "string", "enum": list(OUTPUT_FORMATS)},
-                "output_compression": {"type": "integer", "minimum": 0, "maximum": 100},
-            }
-        )
-        required.append("prompt")
-    return {
-        "requestBody": {
-            "required": True,
-            "content": {
-                "multipart/form-data": {
-                    "schema": {"type": "object", "properties": props, "required": required}
-                }
-            },
-        }
-    }
-
-
-def _sd_openapi() -> dict[str, Any]:
-    props = {
-        "image": {"type": "string", "format": "binary"},
-        "mask": {"type": "string", "format": "binary"},
-        "prompt": {"type": "string"},
-        "negative_prompt": {"type": "string"},
-        "num_inference_steps": {"type": "integer", "minimum": 1, "maximum": 150, "default": 50},
-        "guidance_scale": {"type": "number", "minimum": 1, "maximum": 20, "default": 7.5},
-        "seed": {"type": "integer", "minimum": 0, "default": 42},
-    }
-    return {
-        "requestBody": {
-            "required": True,
-            "content": {
-                "multipart/form-data": {
-                    "schema": {"type": "object", "properties": props, "required": ["image", "mask"]}
-                }
-            },
-        }
-    }

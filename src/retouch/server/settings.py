@@ -44,6 +44,8 @@ class ServerSettings:
     sd_inpaint: bool = False
     """Serve /sd-inpaint/*: diffusion inpainting when a provider for it is ready, else erase."""
     shutdown_grace_s: float = 10.0
+    png_compress_level: int = 1
+    """zlib level of PNG answers: 1 encodes about 3.5x faster than 6 for ~10% more bytes."""
 
     @classmethod
     def from_env(cls) -> ServerSettings:
@@ -62,6 +64,7 @@ class ServerSettings:
             ("RETOUCH_QUEUE_SIZE", "queue_size", int),
             ("RETOUCH_REQUEST_TIMEOUT", "request_timeout_s", float),
             ("RETOUCH_JOB_TTL", "job_ttl_s", float),
+            ("RETOUCH_PNG_COMPRESS_LEVEL", "png_compress_level", int),
         ):
             if os.environ.get(env):
                 setattr(settings, attr, kind(os.environ[env]))
