@@ -4,9 +4,9 @@
     result = retouch.erase("photo.jpg", "mask.png")
     result.save("photo-clean.jpg")
 
-The module-level helpers (erase, inpaint, outpaint, upscale, resize, remove_background,
-subject_mask) are the methods of a
-default ``Toolkit``, created on first use. Importing retouch loads no model runtime.
+The module-level helpers (erase, inpaint, outpaint, edit, variations, upscale, resize,
+remove_background, restore_faces, stylize, subject_mask, run, operations) are the methods of
+a default ``Toolkit``, created on first use. Importing retouch loads no model runtime.
 """
 
 from __future__ import annotations
@@ -28,31 +28,45 @@ if TYPE_CHECKING:
     remove_background = _default.remove_background
     subject_mask = _default.subject_mask
     stylize = _default.stylize
+    edit = _default.edit
+    variations = _default.variations
+    restore_faces = _default.restore_faces
+    run = _default.run
+    operations = _default.describe_operations
 
 __all__ = [
     "ImageResult",
     "Toolkit",
     "__version__",
     "default_toolkit",
+    "edit",
     "erase",
     "inpaint",
+    "operations",
     "outpaint",
     "remove_background",
     "resize",
+    "restore_faces",
+    "run",
     "stylize",
     "subject_mask",
     "upscale",
+    "variations",
 ]
 
 _HELPERS = {
     "erase",
     "inpaint",
     "outpaint",
+    "edit",
+    "variations",
     "upscale",
     "resize",
     "remove_background",
+    "restore_faces",
     "stylize",
     "subject_mask",
+    "run",
 }
 _toolkit: Toolkit | None = None
 
@@ -70,6 +84,8 @@ def default_toolkit() -> Toolkit:
 def __getattr__(name: str) -> Any:
     if name in _HELPERS:
         return getattr(default_toolkit(), name)
+    if name == "operations":
+        return default_toolkit().describe_operations
     if name == "Toolkit":
         from retouch.api import Toolkit
 

@@ -516,9 +516,18 @@ def _run_operation(
 
 
 def _toolkit(args: argparse.Namespace) -> Toolkit:
+    """The toolkit for this command: the caller's (``main(toolkit=...)``) or the default
+    one, with the command's pixel limit."""
     from retouch.api import Toolkit
 
-    return Toolkit(max_pixels=args.max_pixels)
+    given: Toolkit | None = getattr(args, "toolkit", None)
+    if given is None:
+        return Toolkit(max_pixels=getattr(args, "max_pixels", None))
+    return Toolkit(
+        registry=given.registry,
+        max_pixels=getattr(args, "max_pixels", given.max_pixels),
+        operations=given.operations,
+    )
 
 
 def _field_values(args: argparse.Namespace) -> dict[str, Any]:
@@ -774,9 +783,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_providers(args: argparse.Namespace) -> int:
-    from retouch.api import Toolkit
-
-    reports = Toolkit().providers()
+    reports = _toolkit(args).providers()
     if args.json:
         print(json.dumps([r.__dict__ for r in reports], indent=2))
         return 0
@@ -854,13 +861,16 @@ def _quiet_libraries() -> None:
         warnings.filterwarnings("ignore", module=module)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, *, toolkit: Toolkit | None = None) -> int:
+    """Run the command line; ``toolkit`` gives it other providers or operations (embedding,
+    tests), else the installed ones are used."""
     args_list = list(sys.argv[1:] if argv is None else argv)
     if args_list in (["--version"], ["-V"]):  # at once: no providers are looked at
         print(f"retouch {__version__}")
         return 0
-    parser = build_parser()
+    parser = build_parser(toolkit)
     args = parser.parse_args(args_list)
+    args.toolkit = toolkit
     if args.command is None:
         parser.print_help()
         return 2

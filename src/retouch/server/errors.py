@@ -75,5 +75,5 @@ def for_exception(exc: Exception) -> tuple[int, dict[str, Any], dict[str, str]]:
                 headers = {}
                 if isinstance(exc, RateLimited) and exc.retry_after:
                     headers["Retry-After"] = str(int(exc.retry_after + 0.999))
-                return status, body(str(exc), kind), headers
+                return status, body(str(exc), kind, param=getattr(exc, "param", None)), headers
     return 500, body("internal error; the server log has the details", "server_error"), {}
