@@ -289,7 +289,7 @@ class Restorer:
 def test_cli_parity_from_the_declaration(
     capsys: pytest.CaptureFixture[str], files: tuple[Path, Path], tmp_path: Path
 ) -> None:
-    image, mask = files
+    image, _ = files
     for command, flags in (
         ("inpaint", ("--strength", "--steps", "--guidance", "--crop-margin", "--model")),
         ("variations", ("--prompt", "--strength", "-n", "--seed")),
