@@ -18,13 +18,12 @@ from __future__ import annotations
 
 import base64
 import binascii
+import dataclasses
 import io
 import json
 import os
 import struct
 import tempfile
-import urllib.error
-import urllib.request
 import warnings
 import zlib
 from pathlib import Path
@@ -136,6 +135,14 @@ def _read_file(path: Path, name: str | None) -> tuple[bytes, str]:
         raise InvalidImage(f"{label}: cannot read the file ({exc.strerror})") from exc
 
 
+def decode_text_image(text: str, label: str) -> bytes:
+    """An image given as text: a base64 data URI or bare base64 (the one decoder of both)."""
+    text = text.strip()
+    if text.startswith("data:"):
+        return _decode_data_uri(text, label)
+    return _decode_base64(text, label)
+
+
 def _decode_data_uri(uri: str, label: str) -> bytes:
     header, sep, payload = uri.partition(",")
     if not sep or ";base64" not in header:
@@ -155,24 +162,12 @@ def _decode_base64(text: str, label: str) -> bytes:
 
 
 def fetch_url(url: str, *, max_bytes: int = URL_MAX_BYTES, timeout: float = URL_TIMEOUT_S) -> bytes:
-    """GET an image over http(s) with a size cap and a timeout."""
-    request = urllib.request.Request(url, headers={"User-Agent": "retouch"})
-    try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
-            declared = response.headers.get("Content-Length")
-            if declared and declared.isdigit() and int(declared) > max_bytes:
-                raise InvalidImage(
-                    f"{url}: {int(declared)} bytes is over the {max_bytes} byte limit"
-                )
-            data: bytes = response.read(max_bytes + 1)
-    except urllib.error.HTTPError as exc:
-        raise InvalidImage(f"{url}: the server answered HTTP {exc.code}") from exc
-    except (urllib.error.URLError, TimeoutError, OSError) as exc:
-        reason = getattr(exc, "reason", exc)
-        raise InvalidImage(f"{url}: could not fetch the image ({reason})") from exc
-    if len(data) > max_bytes:
-        raise ImageTooLarge(f"{url}: the image is over the {max_bytes} byte limit")
-    return data
+    """GET an image over http(s) under the one fetch policy (``retouch.http``)."""
+    from retouch import http
+
+    return http.get_bytes(
+        url, dataclasses.replace(http.IMAGE_POLICY, max_bytes=max_bytes, timeout=timeout)
+    )
 
 
 def _check_pixels(width: int, height: int, max_pixels: int | None, label: str) -> None:

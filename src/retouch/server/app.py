@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import binascii
 import json
 import logging
 import threading
@@ -151,9 +150,9 @@ Images = dict[str, bytes | str]
 """Image fields: uploaded bytes, or (mask fields only) the words 'subject' / 'background'."""
 
 
-def _decode_text_image(service: Service, name: str, value: str) -> bytes | str:
-    """An image given as text: a data URI, base64, an http(s) URL (when allowed) or, for masks,
-    'subject' / 'background'. Never a path on the server."""
+async def _decode_text_image(service: Service, name: str, value: str) -> bytes | str:
+    """An image given as text: a data URI, base64, an http(s) URL (when allowed; fetched off
+    the event loop) or, for masks, 'subject' / 'background'. Never a path on the server."""
     text = value.strip()
     if name == "mask" and text in MASK_WORDS:
         return text
@@ -163,16 +162,15 @@ def _decode_text_image(service: Service, name: str, value: str) -> bytes | str:
                 f"{name}: image URLs are turned off on this server; send the image itself",
                 param=name,
             )
-        return urlfetch.fetch_public(
+        return await asyncio.to_thread(
+            urlfetch.fetch_public,
             text,
             max_bytes=service.settings.max_upload_bytes,
             allow_hosts=service.settings.url_allow_hosts,
         )
-    if text.startswith("data:"):
-        text = text.partition(",")[2]
     try:
-        return base64.b64decode("".join(text.split()), validate=True)
-    except (binascii.Error, ValueError):
+        return imageio.decode_text_image(text, name)
+    except InvalidRequest:
         raise InvalidRequest(
             f"{name}: send the image as a file upload, base64 or a data URI", param=name
         ) from None
@@ -210,7 +208,7 @@ async def read_input(
                     raise InvalidRequest(
                         f"{key} must be a base64 string, a data URI or a URL", param=key
                     )
-                images[key] = _decode_text_image(service, key, value)
+                images[key] = await _decode_text_image(service, key, value)
             else:
                 fields[key] = value
         return fields, images
@@ -233,7 +231,7 @@ async def read_input(
                     )
                 images[name] = await _read_upload(service, name, value)
             elif name in image_names:
-                images[name] = _decode_text_image(service, name, value)
+                images[name] = await _decode_text_image(service, name, value)
             else:
                 fields[name] = value
         return fields, images
