@@ -31,6 +31,7 @@ from retouch.declaration import (
     option_fields,
     request_fields,
     request_parameters,
+    takes,
     unsupported_fields,
 )
 from retouch.errors import ConfigurationError, ImageTooLarge, InvalidRequest, UnsupportedOperation
@@ -187,9 +188,16 @@ class Toolkit:
                 continue
         return found
 
-    def option_fields(self, operation: Operation) -> list[FieldSpec]:
-        """Provider options offered as flat fields of ``operation`` (``--matting``...)."""
-        return option_fields(operation, self.loaded_providers())
+    def option_fields(self, operation: Operation, kind: str | None = None) -> list[FieldSpec]:
+        """Provider options offered as flat fields of ``operation`` (``--matting``...); with
+        ``kind``, only those of the providers that make that kind."""
+        providers = [
+            p
+            for p in self.loaded_providers()
+            if operation in p.info.operations
+            and (kind is None or kind in p.info.operations[operation].choices.get("kind", {kind}))
+        ]
+        return option_fields(operation, providers)
 
     def check_request(self, request: Request, spec: OperationSpec, provider: str) -> None:
         """Refuse fields the provider cannot honour and bad options, before any work."""
@@ -198,7 +206,7 @@ class Toolkit:
             return [
                 p.info.name
                 for p in self.registry.supporting(request.operation)
-                if field in honours(p.info.operations[request.operation])
+                if takes(p.info.operations[request.operation], request, field)
             ]
 
         check_support(request, spec, provider, able)
@@ -867,6 +875,13 @@ class Toolkit:
             for out in result.images:
                 _check_size(out.pixels, picture.width, picture.height, provider.info.name)
             outputs = [out.pixels for out in result.images]
+            mask = outputs[0][:, :, 0]
+            box = mask_ops.bounding_box(mask)
+            result.usage = {
+                **result.usage,
+                "selected": int((mask > 0).sum()),
+                "box": list(box) if box else None,
+            }
             return self._finish(result, picture, outputs, request, [], started, source_mode="L")
         outputs = [_restore_format(picture, out.pixels) for out in result.images]
         return self._finish(result, picture, outputs, request, [], started)

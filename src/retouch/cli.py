@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from retouch.api import Toolkit
     from retouch.declaration import FieldSpec
     from retouch.results import ImageResult
-    from retouch.types import Mask, Operation, Progress
+    from retouch.types import Operation, Progress
 
 EXIT_CODES: list[tuple[str, int]] = [
     # most specific first; looked up by class name along the exception's MRO
@@ -208,7 +208,7 @@ def _field_help(spec: FieldSpec) -> str:
     return text
 
 
-def _add_field(parser: argparse.ArgumentParser, spec: FieldSpec) -> None:
+def _add_field(parser: argparse.ArgumentParser, spec: FieldSpec, *, required: bool = False) -> None:
     p = spec.param
     dest = FIELD + spec.name
     if spec.kind == "options":
@@ -242,16 +242,43 @@ def _add_field(parser: argparse.ArgumentParser, spec: FieldSpec) -> None:
     if p.choices:
         kwargs["choices"] = p.choices
         del kwargs["metavar"]
-    if spec.required and spec.kind != "image":
+    if required or (spec.required and spec.kind != "image"):
         kwargs["required"] = True
     parser.add_argument(*flags, **kwargs)
 
 
+def _fields_parser(
+    parser: argparse.ArgumentParser,
+    operation: Operation,
+    fields: list[FieldSpec],
+    options: list[FieldSpec],
+    kind: str | None = None,
+) -> None:
+    """Every declared field (and promoted provider option) as a flag; the main image is the
+    positional IMAGE (a file or a folder)."""
+    known = {s.name for s in fields}
+    for spec in [*fields, *(s for s in options if s.name not in known)]:
+        p = spec.param
+        if p.only_for and kind not in p.only_for:
+            continue
+        if spec.name == "image":
+            optional = operation == "stylize" or kind in ("rect", "ellipse", "polygon")
+            parser.add_argument(
+                "image",
+                nargs="?" if optional else None,
+                help=f"{spec.param.help}: a file (PNG, JPEG, WebP, TIFF...) or a folder of them",
+            )
+        elif p.cli:
+            _add_field(parser, spec, required=kind in p.required_for)
+    parser.set_defaults(operation=operation, kind_value=kind)
+    _common(parser)
+
+
 def add_operation(
-    sub: Any, operation: Operation, request_type: type[Any], options: list[FieldSpec]
+    sub: Any, operation: Operation, request_type: type[Any], toolkit: Toolkit
 ) -> argparse.ArgumentParser:
-    """The subcommand of one operation: every declared field (and promoted provider option)
-    is a flag; the main image is the positional IMAGE (a file or a folder)."""
+    """The subcommand of one operation, generated from its declaration; an operation with
+    kinds (mask) gets one subcommand per kind, each with the fields that kind takes."""
     from retouch.declaration import request_fields
 
     names = COMMAND_NAMES.get(operation, (operation,))
@@ -264,26 +291,26 @@ def add_operation(
         epilog=EXAMPLES.get(operation),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.set_defaults(operation=operation)
     fields = request_fields(request_type)
-    known = {s.name for s in fields}
-    for spec in fields:
-        if spec.name == "image":
+    kinds = next((s for s in fields if s.name == "kind" and s.param.choices), None)
+    if kinds is None:
+        _fields_parser(parser, operation, fields, toolkit.option_fields(operation))
+        if operation == "stylize":
             parser.add_argument(
-                "image",
-                nargs="?" if operation == "stylize" else None,
-                help="image file (PNG, JPEG, WebP, TIFF...) or a folder of images",
+                "--list-styles", action="store_true", help="list the built-in styles and exit"
             )
-        elif spec.param.cli:
-            _add_field(parser, spec)
-    for spec in options:
-        if spec.name not in known and spec.param.cli:
-            _add_field(parser, spec)
-    if operation == "stylize":
-        parser.add_argument(
-            "--list-styles", action="store_true", help="list the built-in styles and exit"
-        )
-    _common(parser)
+        return parser
+    from retouch.types import MASK_KINDS
+
+    chooser = parser.add_subparsers(dest="kind_command", metavar="KIND", required=True)
+    for kind in kinds.param.choices:
+        text = MASK_KINDS.get(kind, kind)
+        child = chooser.add_parser(kind, help=text, description=text)
+        _fields_parser(child, operation, fields, toolkit.option_fields(operation, kind), kind)
+        if kind in ("rect", "ellipse", "polygon"):
+            child.add_argument(
+                "--size", type=_size, help="mask size WIDTHxHEIGHT instead of an image"
+            )
     return parser
 
 
@@ -303,10 +330,7 @@ def build_parser(toolkit: Toolkit | None = None) -> argparse.ArgumentParser:
 
         toolkit = Toolkit()
     for operation, request_type in toolkit.operations.items():
-        if operation == "mask":
-            continue  # the mask command group is written out below (most kinds need no model)
-        add_operation(sub, operation, request_type, toolkit.option_fields(operation))
-    _mask_parser(sub)
+        add_operation(sub, operation, request_type, toolkit)
     _models_parser(sub)
 
     serve = sub.add_parser(
@@ -373,69 +397,6 @@ def _models_parser(sub: Any) -> None:
     verify.add_argument("name", nargs="?")
 
 
-def _mask_parser(sub: Any) -> None:
-    mask = sub.add_parser(
-        "mask",
-        help="make and edit masks (white = edit)",
-        description="Make a mask the size of an image, or change a mask. Masks are grey PNGs: "
-        "255 = edit, 0 = keep.",
-    )
-    kinds = mask.add_subparsers(dest="mask_command", metavar="KIND", required=True)
-
-    def shape(name: str, help_text: str) -> argparse.ArgumentParser:
-        p: argparse.ArgumentParser = kinds.add_parser(name, help=help_text, description=help_text)
-        p.add_argument("image", nargs="?", help="image whose size the mask takes")
-        p.add_argument("--size", type=_size, help="mask size WIDTHxHEIGHT instead of an image")
-        _common(p)
-        return p
-
-    shape("rect", "a filled rectangle").add_argument(
-        "--box", type=_box, required=True, help="LEFT,TOP,RIGHT,BOTTOM"
-    )
-    shape("ellipse", "a filled ellipse inside a box").add_argument(
-        "--box", type=_box, required=True, help="LEFT,TOP,RIGHT,BOTTOM"
-    )
-    shape("polygon", "a filled polygon").add_argument(
-        "--points", type=_points, required=True, help="'X,Y X,Y X,Y ...'"
-    )
-
-    def change(name: str, help_text: str, amount: str | None = None) -> None:
-        p = kinds.add_parser(name, help=help_text, description=help_text)
-        p.add_argument("mask", help="mask file")
-        if amount:
-            p.add_argument("--px", type=_positive_int, required=True, metavar="PX", help=amount)
-        _common(p)
-
-    for kind in ("subject", "background"):
-        made = kinds.add_parser(
-            kind,
-            help=f"mask of the photo's {kind} (white = {kind}), made by a segmentation model",
-            description=f"Make a mask that selects the {kind} of IMAGE. The same is available "
-            f"as --mask {kind} wherever a mask is accepted.",
-        )
-        made.add_argument("image")
-        made.add_argument("--provider", help="provider name (default: best available)")
-        _common(made)
-
-    change("grow", "grow (dilate) a mask", "pixels to grow")
-    change("shrink", "shrink (erode) a mask", "pixels to shrink")
-    change("feather", "soften a mask's edge with a Gaussian", "feather radius")
-    change("invert", "swap edit and keep")
-    threshold = kinds.add_parser("threshold", help="make a grey mask pure black/white")
-    threshold.add_argument("mask")
-    threshold.add_argument(
-        "--level", type=int, default=127, help="grey level above which a pixel is selected"
-    )
-    _common(threshold)
-    from_alpha = kinds.add_parser(
-        "from-alpha",
-        help="mask from transparency (transparent = edit), as OpenAI/ComfyUI masks are",
-        description="Make a retouch mask from an image's alpha: transparent pixels become white (edit).",
-    )
-    from_alpha.add_argument("image")
-    _common(from_alpha)
-
-
 # --- running ------------------------------------------------------------------------------
 
 
@@ -482,6 +443,13 @@ def _emit(args: argparse.Namespace, result: ImageResult, written: list[Path]) ->
     if args.json:
         data = result.metadata()
         data["outputs"] = [str(p) for p in written]
+        if result.parameters.get("operation") == "mask":  # a mask's size and extent up front
+            data.update(
+                width=result.image.width,
+                height=result.image.height,
+                selected=result.usage.get("selected"),
+                box=result.usage.get("box"),
+            )
         print(json.dumps(data, indent=2, default=str))
     else:
         for warning in result.warnings:
@@ -580,21 +548,33 @@ def cmd_operation(args: argparse.Namespace) -> int:
     operation: Operation = args.operation
     if operation == "stylize" and args.list_styles:
         return _list_styles()
-    if not args.image:
-        raise UsageError(f"give an IMAGE to {command_name(operation)}")
     toolkit = _toolkit(args)
     values = _field_values(args)
     label = command_name(operation)
     suffix_rule = OUTPUT_SUFFIX.get(operation)
     suffix = suffix_rule(values) if suffix_rule else None
+    image: Any = args.image
+    if args.kind_value is not None:  # mask KIND: a grey PNG named after the kind
+        values["kind"] = args.kind_value
+        label, suffix = f"{label}-{args.kind_value}", ".png"
+        if not image and getattr(args, "size", None):
+            import numpy as np
 
-    def call(image: str, progress: Callable[[Progress], None]) -> ImageResult:
-        request = toolkit.build(operation, {**values, "image": image})
+            width, height = args.size
+            image = np.zeros((height, width, 3), np.uint8)  # only its size is used
+            if not args.output:
+                raise UsageError("give an output file with -o")
+    if image is None or (isinstance(image, str) and not image):
+        need = " (for its size) or --size WIDTHxHEIGHT" if hasattr(args, "size") else ""
+        raise UsageError(f"{label} needs an IMAGE{need}")
+
+    def call(source: Any, progress: Callable[[Progress], None]) -> ImageResult:
+        request = toolkit.build(operation, {**values, "image": source})
         return toolkit.run(request, progress=progress)
 
-    if Path(args.image).is_dir():
+    if isinstance(image, str) and Path(image).is_dir():
         return _run_folder(args, label, call, suffix)
-    return _run_operation(args, label, lambda progress: call(args.image, progress), suffix)
+    return _run_operation(args, label, lambda progress: call(image, progress), suffix)
 
 
 def _list_styles() -> int:
@@ -692,74 +672,6 @@ def _opaque_colour(text: str | None) -> bool:
     return parse_colour(text)[3] == 255
 
 
-def cmd_mask(args: argparse.Namespace) -> int:
-    from retouch import imageio
-    from retouch import masks as mask_ops
-
-    kind = args.mask_command
-    source = getattr(args, "image", None) or getattr(args, "mask", None)
-    if args.output:
-        target = imageio.check_output(args.output, overwrite=args.overwrite)
-    elif source:
-        target = imageio.check_output(
-            _default_output(source, f"mask-{kind}").with_suffix(".png"), overwrite=args.overwrite
-        )
-    else:
-        raise UsageError("give an output file with -o")
-
-    def size() -> tuple[int, int]:
-        if args.size:
-            width, height = args.size
-            return width, height
-        if not args.image:
-            raise UsageError(f"mask {kind} needs an IMAGE (for its size) or --size WIDTHxHEIGHT")
-        return imageio.load_image(args.image, max_pixels=args.max_pixels).size
-
-    def existing() -> Mask:
-        picture = imageio.load_image(args.mask, max_pixels=args.max_pixels)
-        return mask_ops.mask_from_picture(picture, mask_from="luminance")
-
-    makers: dict[str, Callable[[], Mask]] = {
-        "rect": lambda: mask_ops.rectangle(size(), args.box),
-        "ellipse": lambda: mask_ops.ellipse(size(), args.box),
-        "polygon": lambda: mask_ops.polygon(size(), args.points),
-        "grow": lambda: mask_ops.grow(existing(), args.px),
-        "shrink": lambda: mask_ops.shrink(existing(), args.px),
-        "feather": lambda: mask_ops.feather(existing(), args.px),
-        "invert": lambda: mask_ops.invert(existing()),
-        "threshold": lambda: mask_ops.threshold(existing(), args.level),
-        "subject": lambda: _toolkit(args).subject_mask(
-            args.image, "subject", provider=args.provider
-        ),
-        "background": lambda: _toolkit(args).subject_mask(
-            args.image, "background", provider=args.provider
-        ),
-        "from-alpha": lambda: mask_ops.mask_from_picture(
-            imageio.load_image(args.image, max_pixels=args.max_pixels), mask_from="alpha"
-        ),
-    }
-    mask = makers[kind]()
-    written = imageio.save_image(
-        mask, target, overwrite=args.overwrite, parameters={"operation": f"mask {kind}"}
-    )
-    if args.json:
-        box = mask_ops.bounding_box(mask)
-        print(
-            json.dumps(
-                {
-                    "output": str(written),
-                    "width": mask.shape[1],
-                    "height": mask.shape[0],
-                    "selected": int((mask > 0).sum()),
-                    "box": box,
-                }
-            )
-        )
-    elif not args.quiet:
-        print(f"wrote {written}", file=sys.stderr)
-    return 0
-
-
 def cmd_serve(args: argparse.Namespace) -> int:
     try:
         import uvicorn
@@ -833,7 +745,6 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
-    "mask": cmd_mask,
     "providers": cmd_providers,
     "serve": cmd_serve,
     "models": cmd_models,

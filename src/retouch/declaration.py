@@ -332,10 +332,24 @@ def check_values(request: Request) -> None:
     """Every field of ``request`` against its declaration, before any provider is chosen."""
     image = getattr(request, "image", None)
     diagonal = math.hypot(image.width, image.height) if isinstance(image, Picture) else None
+    kind = getattr(request, "kind", None)
     for spec in request_fields(type(request)):
         if len(spec.path) == 2 and getattr(request, spec.path[0]) is None:
             continue  # an optional mask that was not given
         value = _get(request, spec.path)
+        p = spec.param
+        if p.only_for and kind not in p.only_for:
+            if _is_set(value, spec.default):
+                raise InvalidRequest(
+                    f"{spec.name} is not used by {request.operation} {kind}; it goes with "
+                    f"{', '.join(p.only_for)}",
+                    param=spec.name,
+                )
+            continue
+        if kind in p.required_for and (value is None or value == ()):
+            raise InvalidRequest(
+                f"{request.operation} {kind} needs {spec.name}: {p.help}", param=spec.name
+            )
         if spec.kind in ("image", "options", "box", "points"):
             if spec.required and value is None:
                 raise InvalidRequest(f"{spec.name} is required", param=spec.name)
@@ -372,6 +386,13 @@ def _is_set(value: Any, default: Any) -> bool:
     return bool(value != default)
 
 
+def takes(spec: OperationSpec, request: Request, field: str) -> bool:
+    """Whether a provider with ``spec`` can take ``request``'s value of ``field``."""
+    if field in spec.choices:
+        return getattr(request, field, None) in spec.choices[field]
+    return field in honours(spec)
+
+
 def honours(spec: OperationSpec) -> frozenset[str]:
     """The fields a provider can take for an operation: its ``honours``, and ``model`` when
     its options name a model."""
@@ -381,9 +402,12 @@ def honours(spec: OperationSpec) -> frozenset[str]:
 
 
 def unsupported_fields(request: Request, spec: OperationSpec) -> list[str]:
-    """Fields set on ``request`` that a provider with ``spec`` would have to ignore."""
+    """Fields set on ``request`` that a provider with ``spec`` would have to ignore, or whose
+    value (a mask kind...) it does not take."""
     able = honours(spec)
-    found = []
+    found = [
+        name for name, values in spec.choices.items() if getattr(request, name, None) not in values
+    ]
     for field in request_fields(type(request)):
         if not field.param.needs_support or field.name in able or field.path[0] in able:
             continue
@@ -399,6 +423,14 @@ def check_support(
     for name in unsupported_fields(request, spec):
         able = [p for p in others(name) if p != provider]
         hint = f": {', '.join(able)}" if able else " (`retouch providers`)"
+        if name in spec.choices:
+            value = getattr(request, name)
+            raise UnsupportedOperation(
+                f"{provider} does not make {request.operation} {name} {value!r} (it makes "
+                f"{', '.join(sorted(spec.choices[name]))}); leave the provider out or pick "
+                f"one that does{hint}",
+                param=name,
+            )
         raise UnsupportedOperation(
             f"{name} is not supported by {provider} for {request.operation} ({provider} does not "
             f"use {name}); leave it out or pick a provider that does{hint}",

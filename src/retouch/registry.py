@@ -23,6 +23,7 @@ BUILTIN: Mapping[str, str] = {
     "classic": "retouch.providers.classic:ClassicProvider",
     "realesrgan": "retouch.providers.realesrgan:RealESRGANProvider",
     "u2net": "retouch.providers.u2net:U2NetProvider",
+    "masks": "retouch.providers.masks:MasksProvider",
     "lama": "retouch.providers.lama:LamaProvider",
     "stylize": "retouch.providers.stylize:StylizeProvider",
     "openai": "retouch.providers.openai:OpenAIProvider",

@@ -164,6 +164,10 @@ class Param:
     """Longest text accepted (text fields)."""
     cli: bool = True
     """False: not offered as a CLI flag (the command has its own way to set it)."""
+    only_for: tuple[str, ...] = ()
+    """Used only with these values of the request's ``kind`` (empty: always)."""
+    required_for: tuple[str, ...] = ()
+    """Required with these values of the request's ``kind``."""
 
 
 META_KEY = "retouch"
@@ -186,6 +190,21 @@ DEFAULT_CROP_MARGIN = 128
 """Context around the mask's box for masked work (IOPaint's crop margin)."""
 MASK_WORDS = ("subject", "background")
 """Mask sources made from the image itself by a mask provider."""
+MASK_KINDS: dict[str, str] = {
+    "subject": "mask of the photo's subject (white = subject), made by a segmentation model",
+    "background": "mask of the photo's background (white = background), by a segmentation model",
+    "rect": "a filled rectangle",
+    "ellipse": "a filled ellipse inside a box",
+    "polygon": "a filled polygon",
+    "grow": "grow (dilate) a mask",
+    "shrink": "shrink (erode) a mask",
+    "feather": "soften a mask's edge with a Gaussian",
+    "invert": "swap edit and keep",
+    "threshold": "make a grey mask pure black/white",
+    "from-alpha": "mask from transparency (transparent = edit), as OpenAI/ComfyUI masks are",
+}
+"""What the mask operation makes, by ``kind``; providers say which kinds they do
+(``OperationSpec.choices``)."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -578,14 +597,48 @@ class StylizeRequest:
 @dataclass(frozen=True, kw_only=True)
 class MaskRequest:
     operation: ClassVar[Operation] = "mask"
-    summary: ClassVar[str] = "Make a mask from the image: its subject or its background."
-    image: Picture = _image()
-    kind: str = param("subject", choices=MASK_WORDS, help="what to select: subject or background")
+    summary: ClassVar[str] = (
+        "Make or change a mask (white = edit): the photo's subject or background, a shape the "
+        "size of the image, or a mask grown, shrunk, feathered, inverted or thresholded."
+    )
+    image: Picture = param(
+        kind="image", help="the image (its subject, or its size for a shape), or the mask to change"
+    )
+    kind: str = param(
+        "subject",
+        choices=tuple(MASK_KINDS),
+        cli=False,
+        help="what to make: " + ", ".join(MASK_KINDS),
+    )
     box: tuple[int, int, int, int] | None = param(
-        None, kind="box", needs_support=True, help="LEFT,TOP,RIGHT,BOTTOM hint"
+        None,
+        kind="box",
+        only_for=("rect", "ellipse"),
+        required_for=("rect", "ellipse"),
+        help="LEFT,TOP,RIGHT,BOTTOM (right and bottom exclusive)",
     )
     points: tuple[tuple[int, int], ...] = param(
-        (), kind="points", needs_support=True, help="'X,Y X,Y ...' hints"
+        (),
+        kind="points",
+        only_for=("polygon",),
+        required_for=("polygon",),
+        help="the polygon's corners: 'X,Y X,Y X,Y ...'",
+    )
+    px: int | None = param(
+        None,
+        low=1,
+        max_by_image="diagonal",
+        metavar="PX",
+        only_for=("grow", "shrink", "feather"),
+        required_for=("grow", "shrink", "feather"),
+        help="pixels to grow, shrink or feather by",
+    )
+    level: int = param(
+        127,
+        low=0,
+        high=254,
+        only_for=("threshold",),
+        help="grey level above which a pixel is selected (default 127)",
     )
     model: str | None = _model()
     provider: str | None = _provider()
@@ -671,6 +724,9 @@ class OperationSpec:
     """Masked operations run on a crop around the mask scaled so its long side fits this."""
     honours: frozenset[str] = frozenset()
     """Which of the request's ``needs_support`` fields (seed, prompt, steps, ...) it uses."""
+    choices: Mapping[str, frozenset[str]] = field(default_factory=dict)
+    """Values it takes for choice fields, where it takes fewer than declared: the mask kinds
+    it makes (``{"kind": frozenset({"subject", "background"})}``)."""
     options: type | None = None
 
 

@@ -179,7 +179,12 @@ class U2NetProvider:
             "remove-background": OperationSpec(
                 min_side=8, honours=frozenset({"model"}), options=SegmentOptions
             ),
-            "mask": OperationSpec(min_side=8, honours=frozenset({"model"}), options=SegmentOptions),
+            "mask": OperationSpec(
+                min_side=8,
+                honours=frozenset({"model"}),
+                choices={"kind": frozenset({"subject", "background"})},
+                options=SegmentOptions,
+            ),
         },
         priority=10,
     )

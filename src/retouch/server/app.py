@@ -28,12 +28,11 @@ from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from retouch import imageio
-from retouch import masks as mask_ops
 from retouch._version import __version__
 from retouch.api import Toolkit
 from retouch.declaration import FieldSpec, check_given, request_fields
 from retouch.errors import Cancelled, InvalidRequest, RetouchError, UnsupportedOperation
-from retouch.results import ImageResult, OutputImage
+from retouch.results import ImageResult
 from retouch.server import urlfetch
 from retouch.server.errors import HTTPProblem, body, for_exception
 from retouch.server.jobs import JobManager
@@ -47,7 +46,7 @@ from retouch.server.schema import (
     request_body,
 )
 from retouch.server.settings import ServerSettings
-from retouch.types import InpaintRequest, Operation, Progress, ProgressCallback
+from retouch.types import MASK_KINDS, InpaintRequest, Operation, Progress, ProgressCallback
 
 log = logging.getLogger("retouch.server")
 OPEN_PATHS = {"/health", "/docs", "/openapi.json", "/docs/oauth2-redirect", "/redoc"}
@@ -319,10 +318,18 @@ def _output_format(fields: dict[str, Any], request: Request) -> str:
     return fmt
 
 
-def make_route(toolkit: Toolkit, operation: Operation, fixed: Mapping[str, Any] = {}) -> Route:
+def make_route(toolkit: Toolkit, operation: Operation, kind: str | None = None) -> Route:
+    """The route of an operation, or of one kind of it (``/v1/masks/grow``): the fields that
+    kind takes, the options of the providers that make it."""
     cls = toolkit.operations[operation]
-    fields = [s for s in form_fields(cls, toolkit.option_fields(operation)) if s.name not in fixed]
-    return Route(operation, fields, fields_model(operation, fields), fixed)
+    fixed = {"kind": kind} if kind is not None else {}
+    fields = [
+        s
+        for s in form_fields(cls, toolkit.option_fields(operation, kind))
+        if s.name not in fixed
+        and (kind is None or not s.param.only_for or kind in s.param.only_for)
+    ]
+    return Route(operation, fields, fields_model(f"{operation}-{kind or ''}", fields), fixed)
 
 
 def _parse(route: Route, raw: Mapping[str, Any], images: Images) -> dict[str, Any]:
@@ -366,9 +373,9 @@ def create_app(toolkit: Toolkit | None = None, settings: ServerSettings | None =
     limiter = Limiter(settings.concurrency, settings.queue_size)
     jobs = JobManager(limiter, ttl=settings.job_ttl_s, max_jobs=settings.max_jobs)
     routes: dict[str, Route] = {op: make_route(toolkit, op) for op in toolkit.operations}
-    if "mask" in toolkit.operations:
-        for kind in ("subject", "background"):
-            routes[f"masks/{kind}"] = make_route(toolkit, "mask", {"kind": kind})
+    if "mask" in toolkit.operations:  # /v1/masks/subject, /v1/masks/grow, ...: one per kind
+        for kind in MASK_KINDS:
+            routes[f"masks/{kind}"] = make_route(toolkit, "mask", kind)
     service = Service(toolkit, settings, limiter, jobs, routes)
     registry, requests_total, latency = _metrics(lambda: service.jobs, limiter)
 
@@ -526,42 +533,6 @@ def create_app(toolkit: Toolkit | None = None, settings: ServerSettings | None =
             },
         )
 
-    @app.post(
-        "/v1/masks/{shape}",
-        tags=["operations"],
-        summary="A rectangle or ellipse mask the size of the image (shape: rect | ellipse)",
-        openapi_extra=_shape_mask_openapi(),
-        responses={200: {"content": {"image/png": {}}}, **ERROR_RESPONSES},
-    )
-    async def shape_mask(shape: str, request: Request) -> Response:
-        if shape not in ("rect", "ellipse"):
-            raise HTTPProblem(
-                404,
-                f"no mask route {shape!r}; masks: subject, background, rect, ellipse",
-                "not_found",
-            )
-        raw, images = await read_input(service, request, {"image"})
-        fmt = _output_format(raw, request)
-        form = _validate(ShapeMaskForm, raw, f"masks/{shape}")
-        if "image" not in images:
-            raise InvalidRequest(f"masks/{shape}: missing image field(s) image", param="image")
-        box = _box(form.box)
-
-        def work(progress: ProgressCallback) -> ImageResult:
-            import numpy as np
-
-            picture = toolkit.load(images["image"])
-            draw = mask_ops.rectangle if shape == "rect" else mask_ops.ellipse
-            mask = draw(picture.size, box)
-            return ImageResult(
-                images=[OutputImage(pixels=np.dstack([mask] * 3), source_mode="L")], provider=shape
-            )
-
-        result = await run_bounded(service, f"masks/{shape}", work)
-        if fmt == "json":
-            return JSONResponse(json_result(service, result))
-        return image_response(service, result, OUTPUT_FORMATS[fmt])
-
     # --- jobs ------------------------------------------------------------------------------
 
     @app.post(
@@ -675,22 +646,7 @@ def _base(request: Request) -> str:
     return str(request.base_url).rstrip("/")
 
 
-def _box(text: str) -> tuple[int, int, int, int]:
-    try:
-        left, top, right, bottom = (int(v) for v in str(text).split(","))
-    except ValueError:
-        raise InvalidRequest(
-            f"box must be four whole numbers left,top,right,bottom, got {text!r}", param="box"
-        ) from None
-    return left, top, right, bottom
-
-
 # --- hand-shaped bodies (contracts of other APIs), declared as models -----------------------------
-
-
-class ShapeMaskForm(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    box: str = Field(description="LEFT,TOP,RIGHT,BOTTOM")
 
 
 class OpenAIVariationForm(BaseModel):
@@ -747,10 +703,6 @@ def _form_openapi(
             },
         }
     }
-
-
-def _shape_mask_openapi() -> dict[str, Any]:
-    return _form_openapi(ShapeMaskForm, images=("image",), required=("image", "box"))
 
 
 def _jobs_openapi(routes: Mapping[str, Route]) -> dict[str, Any]:
