@@ -162,24 +162,53 @@ def test_openai_client_edit_and_variations(photo: np.ndarray, hole: np.ndarray) 
             client.images.edit(image=("p.png", png(photo)), prompt="x", model="dall-e-9")
         with pytest.raises(openai.BadRequestError, match="returns one image"):
             client.images.edit(
-                image=("p.png", png(photo)), mask=("m.png", png(rgba)), prompt="x", n=2
+                image=("p.png", png(photo)),
+                mask=("m.png", png(rgba)),
+                prompt="x",
+                n=2,
+                model="retouch-erase",
             )
+        # OpenAI's mask meaning, all of it: a fully opaque mask edits nothing.
+        opaque = np.dstack([photo, np.full(photo.shape[:2], 255, np.uint8)])
+        with pytest.raises(openai.BadRequestError, match="selects nothing"):
+            client.images.edit(
+                image=("p.png", png(photo)),
+                mask=("m.png", png(opaque)),
+                prompt="x",
+                model="retouch-erase",
+            )
+        # No model and a prompt: inpainting, which no provider here can do -> 503 that says
+        # what to install or set.
+        with pytest.raises(openai.InternalServerError) as unavailable:
+            client.images.edit(image=("p.png", png(photo)), mask=("m.png", png(rgba)), prompt="x")
+        assert unavailable.value.status_code == 503
+        assert "no provider is ready for inpaint" in str(unavailable.value)
+        assert "OPENAI_API_KEY" in str(unavailable.value)
 
 
 # --- /sd-inpaint ---------------------------------------------------------------------------------
 
 
-def test_sd_inpaint_serves_erase_and_says_so(photo: np.ndarray, hole: np.ndarray) -> None:
+def test_sd_inpaint_is_unavailable_without_a_model_unless_erase_is_chosen(
+    photo: np.ndarray, hole: np.ndarray
+) -> None:
+    files = {"image": ("a.png", png(photo)), "mask": ("m.png", png(hole))}
     with TestClient(create_app(Toolkit(), ServerSettings(sd_inpaint=True))) as client:
-        health = client.get("/sd-inpaint/health").json()
-        assert (
-            health["status"] == "ok"
-            and health["service"] == "sd-inpaint"
-            and health["mode"] == "erase-fallback"
-        )
+        health = client.get("/sd-inpaint/health")
+        assert health.status_code == 503
+        body = health.json()
+        assert (body["status"], body["service"]) == ("unavailable", "stable-diffusion-inpaint")
+        assert "retouch models pull sd15-inpainting" in body["detail"]
+        refused = client.post("/sd-inpaint/inpaint", files=files, data={"prompt": "a red ball"})
+        assert refused.status_code == 503
+        assert "RETOUCH_SD_INPAINT_FALLBACK=erase" in refused.json()["error"]["message"]
+        no_prompt = client.post("/sd-inpaint/inpaint", files=files)
+        assert no_prompt.status_code == 400 and no_prompt.json()["error"]["param"] == "prompt"
+    settings = ServerSettings(sd_inpaint=True, sd_inpaint_fallback="erase")
+    with TestClient(create_app(Toolkit(), settings)) as client:
         r = client.post(
             "/sd-inpaint/inpaint",
-            files={"image": ("a.png", png(photo)), "mask": ("m.png", png(hole))},
+            files=files,
             data={"prompt": "a red ball", "num_inference_steps": "20", "guidance_scale": "7.5"},
         )
         assert r.status_code == 200 and r.headers["content-type"] == "image/png"
@@ -193,9 +222,7 @@ def test_sd_inpaint_serves_erase_and_says_so(photo: np.ndarray, hole: np.ndarray
             ("seed", "-1"),
         ):
             bad = client.post(
-                "/sd-inpaint/inpaint",
-                files={"image": ("a.png", png(photo)), "mask": ("m.png", png(hole))},
-                data={field: value},
+                "/sd-inpaint/inpaint", files=files, data={"prompt": "x", field: value}
             )
             assert bad.status_code == 400 and field in bad.json()["error"]["message"]
     with TestClient(create_app(Toolkit(), ServerSettings())) as client:
@@ -485,3 +512,43 @@ def test_request_timeout_is_a_504_and_the_work_stops(photo: np.ndarray, hole: np
             data={"provider": "slow"},
         )
         assert r.status_code == 504 and "longer than 0.1 s" in r.json()["error"]["message"]
+
+
+class Painter:
+    """Inpaint and edit for the tests: paints the masked area (or everything) mid-grey."""
+
+    info = ProviderInfo(
+        name="painter",
+        kind="local",
+        description="test inpaint/edit",
+        operations={
+            "inpaint": OperationSpec(honours=frozenset({"prompt", "n"})),
+            "edit": OperationSpec(honours=frozenset({"prompt", "n"})),
+        },
+    )
+
+    def status(self) -> ProviderStatus:
+        return ProviderStatus(True)
+
+    def run(self, request, progress):  # type: ignore[no-untyped-def]
+        out = np.full_like(request.image.pixels, 128)
+        return ImageResult(
+            images=[ResultImage(pixels=out) for _ in range(request.n)], provider="painter"
+        )
+
+
+def test_openai_masks_transparent_everything_and_no_mask(photo: np.ndarray) -> None:
+    import openai
+
+    clear = np.dstack([photo, np.zeros(photo.shape[:2], np.uint8)])  # transparent = edit all
+    with live(create_app(Toolkit(providers={"painter": Painter()}), ServerSettings())) as url:
+        client = openai.OpenAI(base_url=f"{url}/v1", api_key="none", max_retries=0)
+        everything = client.images.edit(
+            image=("p.png", png(photo)), mask=("m.png", png(clear)), prompt="grey", n=2
+        )
+        assert len(everything.data) == 2
+        out = np.asarray(Image.open(io.BytesIO(base64.b64decode(everything.data[0].b64_json))))
+        assert (out == 128).all()  # the whole image was the edit area
+        whole = client.images.edit(image=("p.png", png(photo)), prompt="grey")
+        out = np.asarray(Image.open(io.BytesIO(base64.b64decode(whole.data[0].b64_json))))
+        assert (out == 128).all()  # no mask: the whole image is edited (an edit, not an error)

@@ -34,7 +34,13 @@ from retouch.declaration import (
     takes,
     unsupported_fields,
 )
-from retouch.errors import ConfigurationError, ImageTooLarge, InvalidRequest, UnsupportedOperation
+from retouch.errors import (
+    ConfigurationError,
+    ImageTooLarge,
+    InvalidRequest,
+    ProviderUnavailable,
+    UnsupportedOperation,
+)
 from retouch.registry import ProviderSource, Registry
 from retouch.results import ImageResult, OutputImage
 from retouch.types import (
@@ -153,7 +159,7 @@ class Toolkit:
                 f"no installed provider does {operation}; see `retouch providers` for what is installed"
             )
         reasons = "; ".join(f"{p.info.name}: {p.status().detail}" for p in candidates)
-        raise UnsupportedOperation(f"no provider is ready for {operation} ({reasons})")
+        raise ProviderUnavailable(f"no provider is ready for {operation} ({reasons})")
 
     def providers(self) -> list[ProviderReport]:
         reports = []
@@ -971,7 +977,7 @@ def _raise_unless_ready(status: ProviderStatus, name: str) -> None:
         return
     if status.error is not None:
         raise status.error
-    raise UnsupportedOperation(f"provider {name!r} is not ready: {status.detail}")
+    raise ProviderUnavailable(f"provider {name!r} is not ready: {status.detail}")
 
 
 def _provider_pixels(pixels: Pixels, spec: OperationSpec) -> Pixels:

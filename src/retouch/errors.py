@@ -8,6 +8,7 @@ RetouchError
  |    +-- MaskError            wrong size, empty, covers everything
  |    +-- OutputExists         refusing to overwrite a file without overwrite=True
  +-- UnsupportedOperation      the provider does not do this operation or parameter
+ |    +-- ProviderUnavailable  no provider that could do it is ready (what to install or set)
  +-- ModelNotAvailable         weights missing: `retouch models pull NAME`
  +-- DownloadError             a pull failed: offline, HTTP error, server unreachable
  |    +-- ChecksumMismatch     the file is not the one the catalog names (it was deleted)
@@ -67,6 +68,10 @@ class UnsupportedOperation(RetouchError):
     def __init__(self, message: str, *, param: str | None = None) -> None:
         self.param = param
         super().__init__(message)
+
+
+class ProviderUnavailable(UnsupportedOperation):
+    """No provider that could run the request is ready; the message says what each needs."""
 
 
 class ModelNotAvailable(RetouchError):

@@ -751,6 +751,8 @@ class ProviderStatus:
     needs_model: bool = False
     """Not ready only because no default model is set up: a request that names its model
     can still run."""
+    model: str | None = None
+    """The model it runs when a request names none (what /sd-inpaint/health reports)."""
 
 
 @runtime_checkable

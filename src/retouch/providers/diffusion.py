@@ -204,7 +204,7 @@ class DiffusersProvider:
                 "or register a diffusers folder: retouch models add NAME FOLDER --task inpaint",
             )
             return ProviderStatus(False, str(error), error, needs_model=True)
-        return ProviderStatus(True, f"models: {', '.join(models)}")
+        return ProviderStatus(True, f"models: {', '.join(models)}", model=models[0])
 
     def load(self, options: DiffusersOptions) -> Loaded:
         name = options.model

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import io
 import json
 import logging
 import threading
@@ -470,6 +471,17 @@ def create_app(toolkit: Toolkit | None = None, settings: ServerSettings | None =
         latency.labels(label).observe(time.perf_counter() - started)
         return response
 
+    if settings.cors_origins:  # outside the key check, so a browser's preflight gets through
+        from fastapi.middleware.cors import CORSMiddleware
+
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=list(settings.cors_origins),
+            allow_methods=["GET", "POST", "DELETE", "OPTIONS"],
+            allow_headers=["Authorization", "X-API-Key", "Content-Type"],
+            expose_headers=["X-Seed", "X-Provider", "X-Model", "X-Retouch-Mode", "Retry-After"],
+        )
+
     # --- health ---------------------------------------------------------------------------
 
     @app.get("/health", summary="Liveness")
@@ -609,7 +621,7 @@ def create_app(toolkit: Toolkit | None = None, settings: ServerSettings | None =
     @app.post(
         "/v1/images/edits",
         tags=["openai"],
-        summary="OpenAI-compatible image edits",
+        summary="OpenAI-compatible image edits (transparent mask = edit; no model + prompt = inpaint)",
         openapi_extra=_form_openapi(
             OpenAIEditForm, images=("image", "mask"), required=("image", "prompt")
         ),
@@ -732,22 +744,33 @@ def _jobs_openapi(routes: Mapping[str, Route]) -> dict[str, Any]:
 # --- OpenAI routes ------------------------------------------------------------------------------
 
 
-async def _openai(service: Service, request: Request, *, edits: bool) -> JSONResponse:
+def _has_alpha(data: bytes | str) -> bool:
+    """Whether an uploaded image has an alpha channel (read from its header only)."""
+    if not isinstance(data, bytes):
+        return False
+    from PIL import Image, UnidentifiedImageError
+
     try:
-        return await _openai_inner(service, request, edits=edits)
-    except (RetouchError, HTTPProblem) as exc:
-        status, payload, headers = for_exception(exc)
-        return JSONResponse(payload, status_code=status, headers=headers)
+        with Image.open(io.BytesIO(data)) as im:
+            return "A" in im.getbands() or "transparency" in im.info
+    except (UnidentifiedImageError, OSError, ValueError):
+        return False  # decoding in the worker says what is wrong with it
 
 
-async def _openai_inner(service: Service, request: Request, *, edits: bool) -> JSONResponse:
+async def _openai(service: Service, request: Request, *, edits: bool) -> JSONResponse:
+    """OpenAI's image routes on the generic operation routes.
+
+    The model picks the operation; with no model, a prompt inpaints. Masks mean what they mean
+    to OpenAI: transparent (alpha 0) = edit, so a fully opaque mask edits nothing (400) and a
+    fully transparent one everything; a mask with no alpha is read by brightness (white =
+    edit). With no mask, the image's own transparency is the mask if it has any (as DALL-E 2
+    did), else the whole image is edited (as GPT image models do)."""
     raw, images = await read_input(service, request, {"image", "mask"} if edits else {"image"})
     form = _validate(OpenAIEditForm if edits else OpenAIVariationForm, raw, "images")
     if "image" not in images:
         raise InvalidRequest("image is required", param="image")
-    model = str(
-        form.model or (service.settings.default_image_model if edits else "retouch-variations")
-    )
+    default = service.settings.default_image_model if edits else "retouch-variations"
+    model = str(form.model or default)
     if model not in service.settings.model_map:
         raise HTTPProblem(
             404,
@@ -756,99 +779,84 @@ async def _openai_inner(service: Service, request: Request, *, edits: bool) -> J
             param="model",
         )
     operation, provider = service.settings.model_map[model]
-    n = form.n or 1
-    size = str(form.size or "auto")
-    if size not in OPENAI_SIZES:
-        raise InvalidRequest(f"size must be one of {', '.join(sorted(OPENAI_SIZES))}", param="size")
-    response_format = str(form.response_format or "b64_json")
-    if response_format not in ("b64_json", "url"):
-        raise InvalidRequest("response_format must be url or b64_json", param="response_format")
-    output_format = "png"
-    compression = None
-    prompt = ""
+    values: dict[str, Any] = {"image": images["image"], "provider": provider}
     if edits:
-        output_format = str(form.output_format or "png")
-        if output_format not in OUTPUT_FORMATS:
-            raise InvalidRequest("output_format must be png, jpeg or webp", param="output_format")
-        if form.output_compression is not None:
-            compression = max(1, form.output_compression)
+        if not form.prompt:
+            raise InvalidRequest("prompt is required", param="prompt")
         for unsupported in ("quality", "background", "input_fidelity"):
             if getattr(form, unsupported) not in (None, "", "auto"):
                 raise UnsupportedOperation(
                     f"{unsupported} is not supported by the model {model!r}", param=unsupported
                 )
-        prompt = str(form.prompt or "")
-        if not prompt:
-            raise InvalidRequest("prompt is required", param="prompt")
-    toolkit = service.toolkit
-
-    def work(progress: ProgressCallback) -> ImageResult:
+        if form.model is None and operation == "erase":
+            operation, values["provider"] = "inpaint", None  # a prompt with no model inpaints
+        mask = images.get("mask")
+        if mask is None and _has_alpha(images["image"]):
+            mask = images["image"]
+        if mask is not None:
+            values.update(mask=mask, mask_from="alpha" if _has_alpha(mask) else "luminance")
+        elif operation == "erase":
+            raise InvalidRequest(
+                f"the model {model!r} erases what a mask covers: send a mask (transparent = "
+                "erase), or an image whose transparent pixels mark the area",
+                param="mask",
+            )
+        else:
+            operation = "edit"  # no mask: the whole image, as GPT image models edit
+        if operation != "erase":
+            values["prompt"] = form.prompt
+    if form.n not in (None, 1):
         if operation == "erase":
-            if n != 1:
-                raise UnsupportedOperation(
-                    f"the model {model!r} returns one image; use n=1", param="n"
-                )
-            mask = images.get("mask", images["image"])  # no mask: the image's transparent area
-            return toolkit.erase(
-                images["image"],
-                mask,
-                provider=provider,
-                mask_from="alpha" if "mask" not in images else "auto",
-                progress=progress,
-            )
-        if operation == "inpaint":
-            return toolkit.inpaint(
-                images["image"],
-                images.get("mask", images["image"]),
-                prompt,
-                n=n,
-                provider=provider,
-                mask_from="alpha" if "mask" not in images else "auto",
-                progress=progress,
-            )
-        if operation == "variations":
-            return toolkit.variations(images["image"], n=n, provider=provider, progress=progress)
-        raise UnsupportedOperation(
-            f"the model {model!r} runs {operation}, which this route does not serve"
-        )
-
-    result = await run_bounded(service, f"{operation}:{provider or 'auto'}", work)
+            raise UnsupportedOperation(f"the model {model!r} returns one image; use n=1", param="n")
+        values["n"] = form.n
+    size = str(form.size or "auto")
+    if size not in OPENAI_SIZES:
+        raise InvalidRequest(f"size must be one of {', '.join(sorted(OPENAI_SIZES))}", param="size")
+    route = service.routes[operation]
+    check_given(route.fields, values)
+    result = await run_bounded(
+        service, _lane(operation, values), _work(service.toolkit, route, values)
+    )
     if size != "auto":
         width, height = (int(v) for v in size.split("x"))
         from retouch.compose import resize_pixels
 
         for image in result.images:
             image.pixels = resize_pixels(image.pixels, (width, height))
-    data = []
-    if response_format == "url":
+    output_format = str(getattr(form, "output_format", None) or "png")
+    if output_format not in OUTPUT_FORMATS:
+        raise InvalidRequest("output_format must be png, jpeg or webp", param="output_format")
+    compression = getattr(form, "output_compression", None)
+    if form.response_format == "url":
         job = service.jobs.finished(operation, result)
         data = [
             {"url": f"{_base(request)}/v1/jobs/{job.id}/images/{i}"}
             for i in range(len(result.images))
         ]
-    else:
+    elif form.response_format in (None, "b64_json"):
         fmt = OUTPUT_FORMATS[output_format]
+        quality = max(1, compression) if compression is not None else None
         data = [
-            {
-                "b64_json": base64.b64encode(_encode(service, result, i, fmt, compression)).decode(
-                    "ascii"
-                )
-            }
+            {"b64_json": base64.b64encode(_encode(service, result, i, fmt, quality)).decode()}
             for i in range(len(result.images))
         ]
-    payload: dict[str, Any] = {
-        "created": int(time.time()),
-        "data": data,
-        "output_format": output_format,
-        "size": size,
-    }
-    payload["usage"] = {
+    else:
+        raise InvalidRequest("response_format must be url or b64_json", param="response_format")
+    usage = {
         "input_tokens": 0,
         "output_tokens": 0,
         "total_tokens": 0,
         "input_tokens_details": {"image_tokens": 0, "text_tokens": 0},
     }
-    return JSONResponse(payload)
+    return JSONResponse(
+        {
+            "created": int(time.time()),
+            "data": data,
+            "output_format": output_format,
+            "size": size,
+            "usage": usage,
+        }
+    )
 
 
 # --- /sd-inpaint -------------------------------------------------------------------------------
@@ -856,6 +864,7 @@ async def _openai_inner(service: Service, request: Request, *, edits: bool) -> J
 # The /sd-inpaint API's names for InpaintRequest's fields; ranges and help come from there.
 SD_NAMES = {"num_inference_steps": "steps", "guidance_scale": "guidance"}
 SD_DEFAULTS = {"num_inference_steps": 50, "guidance_scale": 7.5, "seed": 42}
+SD_SERVICE = "stable-diffusion-inpaint"
 
 
 class SDInpaintForm(BaseModel):
@@ -871,50 +880,48 @@ def _sd_fields() -> list[FieldSpec]:
     import dataclasses
 
     by_name = {s.name: s for s in request_fields(InpaintRequest)}
-    out = []
-    for name in SDInpaintForm.model_fields:
-        spec = by_name[SD_NAMES.get(name, name)]
-        out.append(
-            dataclasses.replace(
-                spec, name=name, default=SD_DEFAULTS.get(name), required=False, nullable=True
-            )
+    return [
+        dataclasses.replace(
+            by_name[SD_NAMES.get(name, name)],
+            name=name,
+            default=SD_DEFAULTS.get(name),
+            required=name == "prompt",
+            nullable=name != "prompt",
         )
-    return out
+        for name in SDInpaintForm.model_fields
+    ]
 
 
-def _diffusion_ready(toolkit: Toolkit) -> str | None:
+def _inpainting_model(toolkit: Toolkit) -> tuple[str | None, str]:
+    """The inpainting model that would serve, or None and what to do to get one."""
     try:
-        return toolkit.provider_for("inpaint").info.name
-    except RetouchError:
-        return None
+        provider = toolkit.provider_for("inpaint")
+    except RetouchError as exc:
+        return None, str(exc)
+    status = provider.status()
+    return status.model or provider.info.name, ""
 
 
 def _add_sd_inpaint(app: FastAPI, service: Service) -> None:
     toolkit = service.toolkit
     fields = _sd_fields()
+    fallback = service.settings.sd_inpaint_fallback == "erase"
+    image_specs = [s for s in request_fields(InpaintRequest) if s.name in ("image", "mask")]
 
     @app.get(
-        "/sd-inpaint/health", tags=["sd-inpaint"], summary="Which model serves /sd-inpaint/inpaint"
+        "/sd-inpaint/health",
+        tags=["sd-inpaint"],
+        summary="Whether an inpainting model is loaded, and which",
+        responses={503: ERROR_RESPONSES[503]},
     )
-    async def sd_health() -> dict[str, str]:
-        diffusion = await asyncio.to_thread(_diffusion_ready, toolkit)
-        if diffusion:
-            return {
-                "status": "ok",
-                "service": "sd-inpaint",
-                "model": diffusion,
-                "mode": "diffusion",
-            }
-        eraser = await asyncio.to_thread(lambda: toolkit.provider_for("erase").info.name)
-        return {
-            "status": "ok",
-            "service": "sd-inpaint",
-            "model": eraser,
-            "mode": "erase-fallback",
-            "detail": "no diffusion model is configured: the masked area is erased and filled from the image; prompts are not used",
-        }
-
-    image_specs = [s for s in request_fields(InpaintRequest) if s.name in ("image", "mask")]
+    async def sd_health() -> JSONResponse:
+        model, why = await asyncio.to_thread(_inpainting_model, toolkit)
+        if model is not None:
+            return JSONResponse({"status": "healthy", "service": SD_SERVICE, "model": model})
+        body = {"status": "unavailable", "service": SD_SERVICE, "model": None, "detail": why}
+        if fallback:
+            body["fallback"] = "erase"
+        return JSONResponse(body, status_code=503)
 
     @app.post(
         "/sd-inpaint/inpaint",
@@ -930,36 +937,38 @@ def _add_sd_inpaint(app: FastAPI, service: Service) -> None:
             if name not in images:
                 raise InvalidRequest(f"{name} is required", param=name)
         given = form.model_dump(exclude_none=True)
+        if not given.get("prompt"):
+            raise InvalidRequest("prompt is required", param="prompt")
         check_given(fields, given)
-        values = {**SD_DEFAULTS, **given}
-        prompt = str(values.get("prompt") or "")
-        steps, guidance, seed = (
-            values["num_inference_steps"],
-            values["guidance_scale"],
-            values["seed"],
-        )
-        diffusion = _diffusion_ready(toolkit)
-
-        def work(progress: ProgressCallback) -> ImageResult:
-            if diffusion:
-                return toolkit.inpaint(
-                    images["image"],
-                    images["mask"],
-                    prompt,
-                    negative_prompt=values.get("negative_prompt") or None,
-                    seed=seed,
-                    steps=steps,
-                    guidance=guidance,
-                    progress=progress,
-                )
-            return toolkit.erase(
-                images["image"], images["mask"], seed=seed, mask_from="luminance", progress=progress
+        sd = {**SD_DEFAULTS, **given}
+        values: dict[str, Any] = {"image": images["image"], "mask": images["mask"]}
+        values["mask_from"] = "luminance"
+        values["seed"] = sd["seed"]
+        model, why = await asyncio.to_thread(_inpainting_model, toolkit)
+        if model is not None:
+            operation = "inpaint"
+            values.update(
+                prompt=sd["prompt"],
+                negative_prompt=sd.get("negative_prompt"),
+                steps=sd["num_inference_steps"],
+                guidance=sd["guidance_scale"],
             )
-
-        result = await run_bounded(service, f"sd-inpaint:{diffusion or 'erase'}", work)
+        elif fallback:
+            operation = "erase"  # the operator chose it; the header says so
+        else:
+            raise HTTPProblem(
+                503,
+                f"no inpainting model is ready ({why}); or set RETOUCH_SD_INPAINT_FALLBACK=erase "
+                "to erase the masked area instead",
+                "provider_unavailable",
+            )
+        route = service.routes[operation]
+        result = await run_bounded(
+            service, f"sd-inpaint:{model or 'erase'}", _work(toolkit, route, values)
+        )
         response = image_response(service, result, "PNG")
         response.headers["X-Seed"] = str(
-            result.image.seed if result.image.seed is not None else seed
+            result.image.seed if result.image.seed is not None else sd["seed"]
         )
-        response.headers["X-Retouch-Mode"] = "diffusion" if diffusion else "erase-fallback"
+        response.headers["X-Retouch-Mode"] = "diffusion" if model else "erase-fallback"
         return response

@@ -18,6 +18,7 @@ from retouch.errors import (
     ModelNotAvailable,
     ProviderError,
     ProviderTimeout,
+    ProviderUnavailable,
     RateLimited,
     RetouchError,
     UnsupportedOperation,
@@ -27,6 +28,7 @@ STATUS: list[tuple[type[Exception], int, str]] = [
     # most specific first
     (ImageTooLarge, 413, "invalid_request_error"),
     (InvalidRequest, 400, "invalid_request_error"),
+    (ProviderUnavailable, 503, "provider_unavailable"),
     (UnsupportedOperation, 400, "invalid_request_error"),
     (ModelNotAvailable, 503, "model_not_available"),
     (DependencyMissing, 503, "model_not_available"),

@@ -44,6 +44,12 @@ class ServerSettings:
     sd_inpaint: bool = False
     """Serve /sd-inpaint/*: diffusion inpainting when a provider for it is ready, else erase."""
     shutdown_grace_s: float = 10.0
+    sd_inpaint_fallback: str | None = None
+    """``erase``: /sd-inpaint/inpaint erases the masked area when no inpainting model is
+    ready (the answer says so in X-Retouch-Mode); otherwise it answers 503."""
+    cors_origins: tuple[str, ...] = ()
+    """Origins allowed to call the API from a browser (RETOUCH_CORS_ORIGINS, comma-separated;
+    ``*`` for any). Off by default."""
     png_compress_level: int = 1
     """zlib level of PNG answers: 1 encodes about 3.5x faster than 6 for ~10% more bytes."""
 
@@ -56,6 +62,12 @@ class ServerSettings:
             api_keys=keys,
             sd_inpaint=_flag("LOAD_SD_INPAINT"),
             allow_image_urls=_flag("RETOUCH_ALLOW_IMAGE_URLS"),
+            sd_inpaint_fallback=os.environ.get("RETOUCH_SD_INPAINT_FALLBACK") or None,
+            cors_origins=tuple(
+                o.strip()
+                for o in os.environ.get("RETOUCH_CORS_ORIGINS", "").split(",")
+                if o.strip()
+            ),
         )
         for env, attr, kind in (
             ("RETOUCH_MAX_UPLOAD_BYTES", "max_upload_bytes", int),
