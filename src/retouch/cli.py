@@ -71,34 +71,6 @@ class UsageError(Exception):
 # --- argument types (the hand-written commands) -------------------------------------------
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
-
-
-def _box(text: str) -> tuple[int, int, int, int]:
-    parts = text.replace(" ", "").split(",")
-    if len(parts) != 4:
-        raise argparse.ArgumentTypeError(f"a box is LEFT,TOP,RIGHT,BOTTOM, got {text!r}")
-    left, top, right, bottom = (int(p) for p in parts)
-    return left, top, right, bottom
-
-
-def _points(text: str) -> list[tuple[float, float]]:
-    points = []
-    for pair in text.split():
-        xy = pair.split(",")
-        if len(xy) != 2:
-            raise argparse.ArgumentTypeError(f"points are 'X,Y X,Y X,Y ...', got {pair!r}")
-        points.append((float(xy[0]), float(xy[1])))
-    return points
-
-
 def _size(text: str) -> tuple[int, int]:
     parts = text.lower().split("x")
     if len(parts) != 2:

@@ -54,28 +54,23 @@ OPEN_PATHS = {"/health", "/docs", "/openapi.json", "/docs/oauth2-redirect", "/re
 OUTPUT_FORMATS = {"png": "PNG", "jpeg": "JPEG", "webp": "WEBP"}
 OPENAI_SIZES = {"256x256", "512x512", "1024x1024", "1536x1024", "1024x1536", "auto"}
 MASK_WORDS = {"subject", "background"}
+
+
+class ErrorDetail(BaseModel):
+    message: str
+    type: str
+    param: str | None = None
+    code: str | None = None
+
+
+class ErrorBody(BaseModel):
+    """Every error's shape (OpenAI's)."""
+
+    error: ErrorDetail
+
+
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
-    status: {
-        "description": text,
-        "content": {
-            "application/json": {
-                "schema": {
-                    "type": "object",
-                    "properties": {
-                        "error": {
-                            "type": "object",
-                            "properties": {
-                                "message": {"type": "string"},
-                                "type": {"type": "string"},
-                                "param": {"type": ["string", "null"]},
-                                "code": {"type": ["string", "null"]},
-                            },
-                        }
-                    },
-                }
-            }
-        },
-    }
+    status: {"model": ErrorBody, "description": text}
     for status, text in (
         (400, "bad input: the message names the field"),
         (401, "an API key is required"),
