@@ -423,3 +423,31 @@ def test_remove_bg_bad_input_writes_nothing(
         assert code == 2, err
         assert expected in err
         assert not out.exists()
+
+
+@pytest.mark.slow
+def test_library_bars_and_warnings_stay_off_the_terminal(tmp_path: Path) -> None:
+    """Only retouch's own lines reach stderr: no 'Loading pipeline components' bars, no
+    transformers fallback warnings; -v lets the libraries speak."""
+    from .tiny_sd import build
+
+    model = build(tmp_path / "sd")
+    photo, mask = tmp_path / "p.png", tmp_path / "m.png"
+    Image.fromarray(np.full((64, 64, 3), 120, np.uint8)).save(photo)
+    hole = np.zeros((64, 64), np.uint8)
+    hole[16:40, 16:40] = 255
+    Image.fromarray(hole).save(mask)
+    argv = [sys.executable, "-m", "retouch", "inpaint", str(photo), "--mask", str(mask)]
+    argv += ["--prompt", "a hat", "--model", str(model), "--provider", "diffusers"]
+    argv += ["--steps", "2", "--seed", "1"]
+    env = {**__import__("os").environ, "RETOUCH_HOME": str(tmp_path / "home")}
+    quiet = subprocess.run(
+        [*argv, "-o", str(tmp_path / "a.png")], capture_output=True, text=True, env=env
+    )
+    assert quiet.returncode == 0, quiet.stderr
+    lines = [line for line in quiet.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("wrote "), quiet.stderr
+    loud = subprocess.run(
+        [*argv, "-v", "-o", str(tmp_path / "b.png")], capture_output=True, text=True, env=env
+    )
+    assert loud.returncode == 0 and len(loud.stderr.splitlines()) > 1, loud.stderr

@@ -15,6 +15,8 @@ from __future__ import annotations
 import inspect
 import random
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -238,7 +240,8 @@ class DiffusersProvider:
         )
         with self._lock:
             if key not in self._cache:
-                loaded = self._load(path, device, dtype, options)
+                with _library_bars_off():  # our progress callback reports; no second bar
+                    loaded = self._load(path, device, dtype, options)
                 self._setup(loaded, options, lora, tiny_vae, _catalog_io(name))
                 self._cache[key] = loaded
             return self._cache[key]
@@ -558,6 +561,20 @@ def _check_class(path: Path, expected: str) -> None:
         raise InvalidRequest(
             f"{path} could not be loaded as a {expected}: its config.json declares {declared!r}"
         )
+
+
+@contextmanager
+def _library_bars_off() -> Iterator[None]:
+    """diffusers' own "Loading pipeline components" bars stay off while we load."""
+    from diffusers.utils import logging as diffusers_logging
+
+    was_on = diffusers_logging.is_progress_bar_enabled()
+    diffusers_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_on:
+            diffusers_logging.enable_progress_bar()
 
 
 SINGLE_FILE_SUFFIXES = (".safetensors", ".ckpt")
