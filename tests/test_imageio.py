@@ -323,3 +323,14 @@ def test_unknown_output_extension_names_the_known_ones(
 ) -> None:
     with pytest.raises(InvalidRequest, match=r"\.png"):
         imageio.save_image(small_photo, tmp_path / "x.gifv")
+
+
+def test_outputs_get_the_users_umask(tmp_path: Path, small_photo: np.ndarray) -> None:
+    import os
+
+    previous = os.umask(0o027)
+    try:
+        written = imageio.save_image(small_photo, tmp_path / "out.png")
+    finally:
+        os.umask(previous)
+    assert written.stat().st_mode & 0o777 == 0o640  # not mkstemp's 0600

@@ -14,7 +14,7 @@ import dataclasses
 import math
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -110,6 +110,7 @@ class Toolkit:
         registry: Registry | None = None,
         max_pixels: int | None = imageio.DEFAULT_MAX_PIXELS,
         operations: Mapping[Operation, type[Any]] | None = None,
+        model_paths: Sequence[str | os.PathLike[str]] | None = None,
     ) -> None:
         if registry is not None and providers:
             raise ConfigurationError("pass either registry or providers, not both")
@@ -117,6 +118,11 @@ class Toolkit:
         self.max_pixels = max_pixels
         self.operations: Mapping[Operation, type[Any]] = operations or REQUEST_TYPES
         """Each operation's request class (the declaration the front ends are built from)."""
+        self.model_paths = (
+            None if model_paths is None else tuple(os.path.realpath(p) for p in model_paths)
+        )
+        """None: models may be named by any file path (the library, the CLI). A tuple: only
+        names from the store, or paths inside these folders (the HTTP service)."""
 
     # --- providers ------------------------------------------------------------------------
 
@@ -277,7 +283,9 @@ class Toolkit:
         request: Request = build_request(
             cls,
             values,
-            load_image=lambda source, field: self.load(source),
+            load_image=lambda source, field: self.load(
+                source, name=field if isinstance(source, (bytes, bytearray)) else None
+            ),
             options=self.option_fields(operation),
         )
         return request
@@ -682,6 +690,7 @@ class Toolkit:
         chosen = self.provider_for(request.operation, request.provider, request=request)
         spec = chosen.info.operations[request.operation]
         request = _with_model_option(request, spec)
+        self._check_model_paths(request, chosen)
         self.check_request(request, spec, chosen.info.name)
         if mask is not None and isinstance(request, (EraseRequest, InpaintRequest, EditRequest)):
             return self._run_masked(request, mask, chosen, spec, progress, warnings, started)
@@ -690,6 +699,29 @@ class Toolkit:
         if isinstance(request, RemoveBackgroundRequest):
             return self._run_remove_background(request, chosen, spec, progress, started)
         return self._run_whole(request, chosen, spec, progress, started)
+
+    def _check_model_paths(self, request: Request, provider: Provider) -> None:
+        """Where files may not be named (a server), a model or option that is a path must be
+        inside an allowed folder. The answer is the same whether or not the file exists."""
+        if self.model_paths is None:
+            return
+        local = provider.info.kind == "local"
+        named: list[tuple[str, object]] = []
+        if local:  # a remote provider's model is the service's name for it ("owner/name")
+            named.append(("model", getattr(request, "model", None)))
+        if isinstance(request.options, Mapping):
+            named.extend((str(k), v) for k, v in request.options.items())
+        for field, value in named:
+            if not isinstance(value, str) or not _looks_like_path(value, slashes=local):
+                continue
+            real = os.path.realpath(os.path.expanduser(value))
+            if not any(real == root or real.startswith(root + os.sep) for root in self.model_paths):
+                raise InvalidRequest(
+                    f"{field}: files cannot be named here; name a model from the store "
+                    "(`retouch models list`), or ask the operator to allow a folder "
+                    "(RETOUCH_MODEL_PATHS)",
+                    param=field,
+                )
 
     def _check_output_size(self, request: Request) -> None:
         """The output's pixels, known before any work, against the pixel limit."""
@@ -1030,6 +1062,31 @@ def _with_model_option(request: Request, spec: OperationSpec) -> Request:
             )
         return dataclasses.replace(request, options={**(options or {}), "model": model})
     return request
+
+
+MODEL_FILE_SUFFIXES = (
+    ".onnx",
+    ".param",
+    ".bin",
+    ".safetensors",
+    ".ckpt",
+    ".pt",
+    ".pth",
+    ".json",
+    ".yaml",
+    ".yml",
+)
+
+
+def _looks_like_path(value: str, *, slashes: bool = True) -> bool:
+    """A file path rather than a model name: local names have no separators and no file
+    suffix (``slashes=False``: remote ids like ``owner/name`` are names)."""
+    return (
+        value.startswith(("/", "~", "."))
+        or "\\" in value
+        or (slashes and os.sep in value)
+        or value.lower().endswith(MODEL_FILE_SUFFIXES)
+    )
 
 
 def _mask_name(mask: object) -> str:

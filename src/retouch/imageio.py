@@ -200,6 +200,11 @@ def decode_image(
                 f"{name} has too many pixels to open safely (over {limit:.0f} MP, a possible "
                 "decompression bomb); shrink it with another tool first"
             ) from exc
+        except (OSError, SyntaxError, ValueError, EOFError, struct.error) as exc:
+            # truncated headers, broken chunks, text or ICC chunks over Pillow's limits
+            raise InvalidImage(
+                f"{name} is truncated or corrupt ({exc}); re-export or re-download it"
+            ) from exc
         _check_pixels(im.width, im.height, max_pixels, name)
         icc = im.info.get("icc_profile") or None
         try:
@@ -540,6 +545,7 @@ def write_bytes_atomic(path: Path, data: bytes, *, overwrite: bool) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
     try:
+        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; outputs get the user's umask
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
         if overwrite:
@@ -556,6 +562,19 @@ def write_bytes_atomic(path: Path, data: bytes, *, overwrite: bool) -> None:
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def _umask() -> int:
+    try:  # Linux says it without changing it (setting it races with other threads)
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)  # elsewhere, reading it means setting it: put it straight back
+    os.umask(mask)
+    return mask
 
 
 def output_paths(path: str | Path, count: int) -> list[Path]:

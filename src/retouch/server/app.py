@@ -365,6 +365,7 @@ def create_app(toolkit: Toolkit | None = None, settings: ServerSettings | None =
         registry=toolkit.registry if toolkit else None,
         max_pixels=settings.max_pixels,
         operations=toolkit.operations if toolkit else None,
+        model_paths=settings.model_paths,  # clients name models; files only from these folders
     )
     limiter = Limiter(settings.concurrency, settings.queue_size)
     jobs = JobManager(limiter, ttl=settings.job_ttl_s, max_jobs=settings.max_jobs)

@@ -50,6 +50,9 @@ class ServerSettings:
     cors_origins: tuple[str, ...] = ()
     """Origins allowed to call the API from a browser (RETOUCH_CORS_ORIGINS, comma-separated;
     ``*`` for any). Off by default."""
+    model_paths: tuple[str, ...] = ()
+    """Folders whose model files clients may name (RETOUCH_MODEL_PATHS, separated by
+    ``os.pathsep``); by default only names from the store and catalog."""
     png_compress_level: int = 1
     """zlib level of PNG answers: 1 encodes about 3.5x faster than 6 for ~10% more bytes."""
 
@@ -63,6 +66,9 @@ class ServerSettings:
             sd_inpaint=_flag("LOAD_SD_INPAINT"),
             allow_image_urls=_flag("RETOUCH_ALLOW_IMAGE_URLS"),
             sd_inpaint_fallback=os.environ.get("RETOUCH_SD_INPAINT_FALLBACK") or None,
+            model_paths=tuple(
+                p for p in os.environ.get("RETOUCH_MODEL_PATHS", "").split(os.pathsep) if p
+            ),
             cors_origins=tuple(
                 o.strip()
                 for o in os.environ.get("RETOUCH_CORS_ORIGINS", "").split(",")
