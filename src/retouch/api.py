@@ -124,6 +124,13 @@ class Toolkit:
         """None: models may be named by any file path (the library, the CLI). A tuple: only
         names from the store, or paths inside these folders (the HTTP service)."""
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Pickled as its settings (a worker process builds the same toolkit)."""
+        return (
+            _toolkit,
+            (self.registry, self.max_pixels, dict(self.operations), self.model_paths),
+        )
+
     # --- providers ------------------------------------------------------------------------
 
     def provider_for(
@@ -961,6 +968,17 @@ class Toolkit:
 
 
 # --- helpers ------------------------------------------------------------------------------
+
+
+def _toolkit(
+    registry: Registry,
+    max_pixels: int | None,
+    operations: Mapping[Operation, type[Any]],
+    model_paths: tuple[str, ...] | None,
+) -> Toolkit:
+    return Toolkit(
+        registry=registry, max_pixels=max_pixels, operations=operations, model_paths=model_paths
+    )
 
 
 def _mask_input(

@@ -12,7 +12,7 @@ from __future__ import annotations
 import importlib
 from collections.abc import Callable, Mapping
 from importlib import metadata
-from typing import Union
+from typing import Any, Union
 
 from retouch.errors import ConfigurationError, InvalidRequest
 from retouch.types import Operation, Provider
@@ -49,6 +49,8 @@ class Registry:
         self._sources: dict[str, ProviderSource] = {}
         self._origins: dict[str, str] = {}
         self._loaded: dict[str, Provider] = {}
+        self._given = dict(providers or {})
+        self._flags = (builtins, entry_points)
         if builtins:
             for name, target in BUILTIN.items():
                 self.register(name, target, origin="retouch")
@@ -67,6 +69,11 @@ class Registry:
             )
         self._sources[name] = source
         self._origins[name] = origin
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Pickled as how it was made, not what it has loaded: a worker process builds the
+        same registry and loads its own models."""
+        return (_rebuild, (self._given, *self._flags))
 
     def names(self) -> list[str]:
         return sorted(self._sources)
@@ -114,3 +121,9 @@ class Registry:
         """Providers that declare ``operation``, best first (priority, then name)."""
         found = [p for p in (self.get(n) for n in self.names()) if operation in p.info.operations]
         return sorted(found, key=lambda p: (-p.info.priority, p.info.name))
+
+
+def _rebuild(
+    providers: Mapping[str, ProviderSource], builtins: bool, entry_points: bool
+) -> Registry:
+    return Registry(providers, builtins=builtins, entry_points=entry_points)

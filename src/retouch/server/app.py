@@ -14,11 +14,12 @@ import base64
 import io
 import json
 import logging
-import threading
+import tempfile
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -36,7 +37,8 @@ from retouch.errors import Cancelled, InvalidRequest, RetouchError, UnsupportedO
 from retouch.results import ImageResult
 from retouch.server import urlfetch
 from retouch.server.errors import HTTPProblem, body, for_exception
-from retouch.server.jobs import JobManager
+from retouch.server.guard import Guard, sign_link, signed_link_valid
+from retouch.server.jobs import JobManager, JobStore
 from retouch.server.limits import Limiter
 from retouch.server.schema import (
     IMAGE_KINDS,
@@ -47,10 +49,10 @@ from retouch.server.schema import (
     request_body,
 )
 from retouch.server.settings import ServerSettings
-from retouch.types import MASK_KINDS, InpaintRequest, Operation, Progress, ProgressCallback
+from retouch.server.workers import Executor, ProcessExecutor, Task, ThreadExecutor
+from retouch.types import MASK_KINDS, InpaintRequest, Operation, Progress
 
 log = logging.getLogger("retouch.server")
-OPEN_PATHS = {"/health", "/docs", "/openapi.json", "/docs/oauth2-redirect", "/redoc"}
 OUTPUT_FORMATS = {"png": "PNG", "jpeg": "JPEG", "webp": "WEBP"}
 OPENAI_SIZES = {"256x256", "512x512", "1024x1024", "1536x1024", "1024x1536", "auto"}
 MASK_WORDS = {"subject", "background"}
@@ -106,6 +108,7 @@ class Service:
     limiter: Limiter
     jobs: JobManager
     routes: dict[str, Route]
+    executor: Executor
 
 
 # --- metrics ------------------------------------------------------------------------------
@@ -236,38 +239,55 @@ async def read_input(
 # --- running ------------------------------------------------------------------------------
 
 
-async def run_bounded(
-    service: Service, lane: str, work: Callable[[ProgressCallback], ImageResult]
+async def execute(
+    service: Service,
+    task: Task,
+    request: Request | None = None,
+    progress: Callable[[Progress], None] = lambda _: None,
 ) -> ImageResult:
-    """Run ``work`` in a thread behind the lane's queue, with the request timeout."""
-    cancel = threading.Event()
+    """Run a task under the request timeout; a client that goes away cancels it. A cancel
+    stops the work itself (the worker is killed if it does not stop in time), not only the
+    wait for it."""
+    cancel = asyncio.Event()
+    why: list[str] = []
 
-    def report(_: Progress) -> None:
-        if cancel.is_set():
-            raise Cancelled("the request timed out")
+    def stop(reason: str) -> None:
+        why.append(reason)
+        cancel.set()
 
-    async with service.limiter.slot(lane):
-        task = asyncio.ensure_future(asyncio.to_thread(work, report))
-        try:
-            return await asyncio.wait_for(
-                asyncio.shield(task), timeout=service.settings.request_timeout_s
-            )
-        except asyncio.TimeoutError:
-            cancel.set()
+    timer = asyncio.get_running_loop().call_later(
+        service.settings.request_timeout_s, stop, "timeout"
+    )
+    watcher = asyncio.ensure_future(_watch_client(request, stop)) if request else None
+    try:
+        return await service.executor.run(task, progress, cancel)
+    except Cancelled:
+        if why and why[0] == "timeout":
             raise HTTPProblem(
                 504,
-                f"the request took longer than {service.settings.request_timeout_s:g} s",
+                f"the request took longer than {service.settings.request_timeout_s:g} s; "
+                "its work was stopped",
                 "timeout",
             ) from None
+        raise
+    finally:
+        timer.cancel()
+        if watcher is not None:
+            watcher.cancel()
 
 
-def _lane(op_name: str, fields: Mapping[str, Any]) -> str:
-    return f"{op_name}:{fields.get('provider') or fields.get('model') or 'auto'}"
+async def _watch_client(request: Request, stop: Callable[[str], None]) -> None:
+    while True:
+        await asyncio.sleep(0.25)
+        if await request.is_disconnected():
+            stop("client gone")
+            return
 
 
 def _encode(
-    service: Service, result: ImageResult, index: int, fmt: str, quality: int | None = None
+    level: int, result: ImageResult, index: int, fmt: str, quality: int | None = None
 ) -> bytes:
+    """One result image as a file (``level``: PNG zlib level)."""
     image = result.images[index]
     parameters = dict(
         result.parameters, seed=image.seed, provider=result.provider, model=result.model
@@ -277,11 +297,11 @@ def _encode(
         fmt,
         parameters=parameters,
         quality=quality,
-        compress_level=service.settings.png_compress_level,
+        compress_level=level,
     )
 
 
-def image_response(service: Service, result: ImageResult, fmt: str) -> Response:
+async def image_response(service: Service, result: ImageResult, fmt: str) -> Response:
     headers = {"X-Provider": result.provider}
     if result.model:
         headers["X-Model"] = str(result.model)
@@ -290,14 +310,21 @@ def image_response(service: Service, result: ImageResult, fmt: str) -> Response:
     if result.warnings:
         headers["X-Retouch-Warnings"] = str(len(result.warnings))
     media = {"PNG": "image/png", "JPEG": "image/jpeg", "WEBP": "image/webp"}[fmt]
-    return Response(_encode(service, result, 0, fmt), media_type=media, headers=headers)
+    data = await asyncio.to_thread(
+        _encode, service.settings.png_compress_level, result, 0, fmt
+    )  # off the event loop
+    return Response(data, media_type=media, headers=headers)
 
 
-def json_result(service: Service, result: ImageResult) -> dict[str, Any]:
+async def json_result(service: Service, result: ImageResult) -> dict[str, Any]:
     meta = result.metadata()
+    encoded = [
+        await asyncio.to_thread(_encode, service.settings.png_compress_level, result, i, "PNG")
+        for i in range(len(result.images))
+    ]
     meta["images"] = [
-        {**info, "b64_json": base64.b64encode(_encode(service, result, i, "PNG")).decode("ascii")}
-        for i, info in enumerate(meta["images"])
+        {**info, "b64_json": base64.b64encode(data).decode("ascii")}
+        for info, data in zip(meta["images"], encoded, strict=True)
     ]
     return meta
 
@@ -344,17 +371,6 @@ def _parse(route: Route, raw: Mapping[str, Any], images: Images) -> dict[str, An
     return {**values, **images, **route.fixed}
 
 
-def _work(
-    toolkit: Toolkit, route: Route, values: dict[str, Any]
-) -> Callable[[ProgressCallback], ImageResult]:
-    """Build (decoding the images) and run the request, in the worker thread."""
-
-    def work(progress: ProgressCallback) -> ImageResult:
-        return toolkit.run(toolkit.build(route.operation, values), progress=progress)
-
-    return work
-
-
 # --- the app ------------------------------------------------------------------------------
 
 
@@ -368,19 +384,45 @@ def create_app(toolkit: Toolkit | None = None, settings: ServerSettings | None =
         model_paths=settings.model_paths,  # clients name models; files only from these folders
     )
     limiter = Limiter(settings.concurrency, settings.queue_size)
-    jobs = JobManager(limiter, ttl=settings.job_ttl_s, max_jobs=settings.max_jobs)
+    executor: Executor = (
+        ProcessExecutor(
+            toolkit,
+            settings.workers,
+            memory_limit=settings.worker_memory,
+            stop_grace=settings.stop_grace_s,
+        )
+        if settings.workers
+        else ThreadExecutor(toolkit)
+    )
+    job_dir = (
+        Path(settings.job_dir) if settings.job_dir else Path(tempfile.mkdtemp("-retouch-jobs"))
+    )
+    store = JobStore(job_dir, settings.job_store_bytes)
     routes: dict[str, Route] = {op: make_route(toolkit, op) for op in toolkit.operations}
     if "mask" in toolkit.operations:  # /v1/masks/subject, /v1/masks/grow, ...: one per kind
         for kind in MASK_KINDS:
             routes[f"masks/{kind}"] = make_route(toolkit, "mask", kind)
-    service = Service(toolkit, settings, limiter, jobs, routes)
+    jobs = JobManager(
+        limiter,
+        executor,
+        store,
+        lambda result, index: _encode(settings.png_compress_level, result, index, "PNG"),
+        ttl=settings.job_ttl_s,
+        max_jobs=settings.max_jobs,
+    )
+    service = Service(toolkit, settings, limiter, jobs, routes, executor)
     registry, requests_total, latency = _metrics(lambda: service.jobs, limiter)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         await asyncio.to_thread(_warm_up, toolkit)
-        yield
-        await service.jobs.shutdown(settings.shutdown_grace_s)
+        await executor.start()
+        jobs.restore()
+        try:
+            yield
+        finally:
+            await jobs.shutdown(settings.shutdown_grace_s)
+            await executor.close()
 
     app = FastAPI(
         title="retouch",
@@ -389,6 +431,9 @@ def create_app(toolkit: Toolkit | None = None, settings: ServerSettings | None =
         "the operations' declaration; GET /v1/operations lists them), OpenAI-compatible "
         "/v1/images/edits and /variations, /sd-inpaint, and async jobs with progress.",
         lifespan=lifespan,
+        # Counted as the body streams in (chunked too): three images at the upload limit
+        # and the form around them.
+        max_body_size=settings.max_upload_bytes * 3 + 2**20,
     )
     app.state.service = service
 
@@ -424,48 +469,24 @@ def create_app(toolkit: Toolkit | None = None, settings: ServerSettings | None =
         kind = {404: "not_found", 405: "method_not_allowed"}.get(
             exc.status_code, "invalid_request_error"
         )
-        return JSONResponse(body(str(exc.detail), kind), status_code=exc.status_code)
+        return JSONResponse(
+            body(str(exc.detail), kind), status_code=exc.status_code, headers=exc.headers
+        )
 
     @app.exception_handler(Exception)
     async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
         return problem(exc)
 
-    @app.middleware("http")
-    async def guard(
-        request: Request, call_next: Callable[[Request], Awaitable[Response]]
-    ) -> Response:
-        started = time.perf_counter()
-        route = request.url.path
-        try:
-            if settings.api_keys and route not in OPEN_PATHS:
-                header = request.headers.get("authorization", "")
-                key = (
-                    header[7:].strip()
-                    if header.lower().startswith("bearer ")
-                    else request.headers.get("x-api-key", "")
-                )
-                if key not in settings.api_keys:
-                    raise HTTPProblem(
-                        401,
-                        "a valid API key is required: send Authorization: Bearer KEY",
-                        "invalid_api_key",
-                    )
-            length = request.headers.get("content-length")
-            if length and length.isdigit() and int(length) > settings.max_upload_bytes * 3:
-                raise HTTPProblem(
-                    413,
-                    f"the request body is over {settings.max_upload_bytes * 3} bytes (three images "
-                    f"at the upload limit of {settings.max_upload_bytes} bytes)",
-                    "invalid_request_error",
-                )
-            response = await call_next(request)
-        except HTTPProblem as exc:
-            response = problem(exc)
-        template = request.scope.get("route")
-        label = getattr(template, "path", "unmatched")
-        requests_total.labels(label, str(response.status_code)).inc()
-        latency.labels(label).observe(time.perf_counter() - started)
-        return response
+    def observe(route: str, status: int, seconds: float) -> None:
+        requests_total.labels(route, str(status)).inc()
+        latency.labels(route).observe(seconds)
+
+    app.add_middleware(
+        Guard,
+        keys=settings.api_keys,
+        signed=lambda scope: signed_link_valid(settings.url_secret, scope),
+        observe=observe,
+    )
 
     if settings.cors_origins:  # outside the key check, so a browser's preflight gets through
         from fastapi.middleware.cors import CORSMiddleware
@@ -514,15 +535,14 @@ def create_app(toolkit: Toolkit | None = None, settings: ServerSettings | None =
 
     def native(route: Route) -> Callable[[Request], Awaitable[Response]]:
         async def handler(request: Request) -> Response:
-            raw, images = await read_input(service, request, route.image_names)
-            fmt = _output_format(raw, request)
-            values = _parse(route, raw, images)
-            result = await run_bounded(
-                service, _lane(route.operation, values), _work(toolkit, route, values)
-            )
+            async with limiter.slot(route.operation):  # a place in line before the body is read
+                raw, images = await read_input(service, request, route.image_names)
+                fmt = _output_format(raw, request)
+                values = _parse(route, raw, images)
+                result = await execute(service, Task(route.operation, values), request)
             if fmt == "json":
-                return JSONResponse(json_result(service, result))
-            return image_response(service, result, OUTPUT_FORMATS[fmt])
+                return JSONResponse(await json_result(service, result))
+            return await image_response(service, result, OUTPUT_FORMATS[fmt])
 
         return handler
 
@@ -552,6 +572,7 @@ def create_app(toolkit: Toolkit | None = None, settings: ServerSettings | None =
         responses=ERROR_RESPONSES,
     )
     async def create_job(request: Request) -> JSONResponse:
+        jobs.admit()  # before the body is read
         all_images = {n for r in routes.values() for n in r.image_names}
         raw, images = await read_input(service, request, all_images)
         name = str(raw.pop("operation", "") or "")
@@ -566,7 +587,7 @@ def create_app(toolkit: Toolkit | None = None, settings: ServerSettings | None =
                 f"{name}: unknown image field(s) {', '.join(unexpected)}", param=unexpected[0]
             )
         values = _parse(route, raw, images)
-        job = jobs.submit(name, _lane(name, values), _work(toolkit, route, values))
+        job = jobs.submit(name, Task(route.operation, values), owner=_owner(request))
         return JSONResponse(
             job.describe(_base(request)),
             status_code=202,
@@ -577,11 +598,11 @@ def create_app(toolkit: Toolkit | None = None, settings: ServerSettings | None =
         "/v1/jobs/{job_id}", tags=["jobs"], summary="A job's status, progress, result or error"
     )
     async def get_job(job_id: str, request: Request) -> dict[str, Any]:
-        return jobs.get(job_id).describe(_base(request))
+        return jobs.get(job_id, _owner(request)).describe(_base(request))
 
     @app.delete("/v1/jobs/{job_id}", tags=["jobs"], summary="Cancel a job")
     async def cancel_job(job_id: str, request: Request) -> dict[str, Any]:
-        return jobs.cancel(job_id).describe(_base(request))
+        return jobs.cancel(job_id, _owner(request)).describe(_base(request))
 
     @app.get(
         "/v1/jobs/{job_id}/events",
@@ -589,10 +610,11 @@ def create_app(toolkit: Toolkit | None = None, settings: ServerSettings | None =
         summary="Server-sent events with progress until the job ends",
     )
     async def job_events(job_id: str, request: Request) -> StreamingResponse:
-        jobs.get(job_id)  # 404 / 410 before the stream starts
+        owner = _owner(request)
+        jobs.get(job_id, owner)  # 404 / 410 before the stream starts
 
         async def stream() -> AsyncIterator[bytes]:
-            async for state in jobs.events(job_id, _base(request)):
+            async for state in jobs.events(job_id, owner, _base(request)):
                 yield f"event: {state['status']}\ndata: {json.dumps(state)}\n\n".encode()
 
         return StreamingResponse(
@@ -602,15 +624,15 @@ def create_app(toolkit: Toolkit | None = None, settings: ServerSettings | None =
     @app.get(
         "/v1/jobs/{job_id}/images/{index}", tags=["jobs"], summary="A finished job's image (PNG)"
     )
-    async def job_image(job_id: str, index: int) -> Response:
-        job = jobs.get(job_id)
-        if job.result is None:
+    async def job_image(job_id: str, index: int, request: Request) -> Response:
+        signed = signed_link_valid(settings.url_secret, request.scope)
+        job = jobs.get(job_id, None if signed else _owner(request))
+        if job.status != "succeeded":
             raise HTTPProblem(409, f"job {job_id} is {job.status}; it has no images", "not_ready")
-        if not 0 <= index < len(job.result.images):
-            raise HTTPProblem(
-                404, f"job {job_id} has {len(job.result.images)} image(s)", "not_found"
-            )
-        return Response(_encode(service, job.result, index, "PNG"), media_type="image/png")
+        if not 0 <= index < job.images:
+            raise HTTPProblem(404, f"job {job_id} has {job.images} image(s)", "not_found")
+        data = await asyncio.to_thread(jobs.store.image(job_id, index).read_bytes)
+        return Response(data, media_type="image/png")
 
     # --- OpenAI-compatible --------------------------------------------------------------------
 
@@ -624,7 +646,8 @@ def create_app(toolkit: Toolkit | None = None, settings: ServerSettings | None =
         responses=ERROR_RESPONSES,
     )
     async def openai_edits(request: Request) -> JSONResponse:
-        return await _openai(service, request, edits=True)
+        async with limiter.slot("images/edits"):  # a place in line before the body is read
+            return await _openai(service, request, edits=True)
 
     @app.post(
         "/v1/images/variations",
@@ -634,7 +657,8 @@ def create_app(toolkit: Toolkit | None = None, settings: ServerSettings | None =
         responses=ERROR_RESPONSES,
     )
     async def openai_variations(request: Request) -> JSONResponse:
-        return await _openai(service, request, edits=False)
+        async with limiter.slot("images/variations"):
+            return await _openai(service, request, edits=False)
 
     # --- /sd-inpaint --------------------------------------------------------------------------
 
@@ -652,6 +676,11 @@ def _warm_up(toolkit: Toolkit) -> None:
 
 def _base(request: Request) -> str:
     return str(request.base_url).rstrip("/")
+
+
+def _owner(request: Request) -> str:
+    """The opaque id of the caller's API key (set by the guard)."""
+    return str(request.scope.get("state", {}).get("owner", ""))
 
 
 # --- hand-shaped bodies (contracts of other APIs), declared as models -----------------------------
@@ -810,9 +839,7 @@ async def _openai(service: Service, request: Request, *, edits: bool) -> JSONRes
         raise InvalidRequest(f"size must be one of {', '.join(sorted(OPENAI_SIZES))}", param="size")
     route = service.routes[operation]
     check_given(route.fields, values)
-    result = await run_bounded(
-        service, _lane(operation, values), _work(service.toolkit, route, values)
-    )
+    result = await execute(service, Task(operation, values), request)
     if size != "auto":
         width, height = (int(v) for v in size.split("x"))
         from retouch.compose import resize_pixels
@@ -823,18 +850,24 @@ async def _openai(service: Service, request: Request, *, edits: bool) -> JSONRes
     if output_format not in OUTPUT_FORMATS:
         raise InvalidRequest("output_format must be png, jpeg or webp", param="output_format")
     compression = getattr(form, "output_compression", None)
-    if form.response_format == "url":
-        job = service.jobs.finished(operation, result)
-        data = [
-            {"url": f"{_base(request)}/v1/jobs/{job.id}/images/{i}"}
-            for i in range(len(result.images))
-        ]
+    if form.response_format == "url":  # unguessable, signed, expiring: no key needed
+        job = await service.jobs.finished(operation, result, owner=_owner(request))
+        expires = int(time.time() + service.settings.url_ttl_s)
+        data = []
+        for i in range(len(result.images)):
+            path = f"/v1/jobs/{job.id}/images/{i}"
+            signature = sign_link(service.settings.url_secret, path, expires)
+            data.append({"url": f"{_base(request)}{path}?expires={expires}&signature={signature}"})
     elif form.response_format in (None, "b64_json"):
         fmt = OUTPUT_FORMATS[output_format]
         quality = max(1, compression) if compression is not None else None
+        level = service.settings.png_compress_level
         data = [
-            {"b64_json": base64.b64encode(_encode(service, result, i, fmt, quality)).decode()}
-            for i in range(len(result.images))
+            {"b64_json": base64.b64encode(encoded).decode()}
+            for encoded in [
+                await asyncio.to_thread(_encode, level, result, i, fmt, quality)
+                for i in range(len(result.images))
+            ]
         ]
     else:
         raise InvalidRequest("response_format must be url or b64_json", param="response_format")
@@ -927,6 +960,10 @@ def _add_sd_inpaint(app: FastAPI, service: Service) -> None:
         responses={200: {"content": {"image/png": {}}}, **ERROR_RESPONSES},
     )
     async def sd_inpaint(request: Request) -> Response:
+        async with service.limiter.slot("sd-inpaint"):  # a place in line before the body
+            return await _sd_inpaint(request)
+
+    async def _sd_inpaint(request: Request) -> Response:
         raw, images = await read_input(service, request, {"image", "mask"})
         form = _validate(SDInpaintForm, raw, "sd-inpaint")
         for name in ("image", "mask"):
@@ -959,10 +996,8 @@ def _add_sd_inpaint(app: FastAPI, service: Service) -> None:
                 "provider_unavailable",
             )
         route = service.routes[operation]
-        result = await run_bounded(
-            service, f"sd-inpaint:{model or 'erase'}", _work(toolkit, route, values)
-        )
-        response = image_response(service, result, "PNG")
+        result = await execute(service, Task(route.operation, values), request)
+        response = await image_response(service, result, "PNG")
         response.headers["X-Seed"] = str(
             result.image.seed if result.image.seed is not None else sd["seed"]
         )
