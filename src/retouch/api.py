@@ -666,12 +666,16 @@ class Toolkit:
             isinstance(request, (EraseRequest, InpaintRequest, EditRequest))
             and request.mask is not None
         ):
-            mask = self.resolve_mask(request.image, request.mask, warnings)
-            mask_ops.check_selects(
-                mask,
-                name=_mask_name(request.mask.source),
-                allow_full=not isinstance(request, EraseRequest),
-            )
+            try:
+                mask = self.resolve_mask(request.image, request.mask, warnings)
+                mask_ops.check_selects(
+                    mask,
+                    name=_mask_name(request.mask.source),
+                    allow_full=not isinstance(request, EraseRequest),
+                )
+            except InvalidRequest as exc:
+                exc.param = exc.param or "mask"
+                raise
         if isinstance(request, OutpaintRequest):
             sides = outpaint_sides(
                 request.image.size,

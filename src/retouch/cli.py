@@ -78,6 +78,12 @@ def _size(text: str) -> tuple[int, int]:
     return int(parts[0]), int(parts[1])
 
 
+def _server_env() -> list[tuple[str, str, Any]]:
+    from retouch.server.settings import ENV
+
+    return ENV
+
+
 def _default_max_pixels() -> int:
     from retouch.imageio import DEFAULT_MAX_PIXELS
 
@@ -309,10 +315,10 @@ def build_parser(toolkit: Toolkit | None = None) -> argparse.ArgumentParser:
         "serve",
         help="run the HTTP service (pip install 'retouch[server]')",
         description="Serve every installed provider over HTTP: native routes per operation, "
-        "OpenAI-compatible /v1/images/edits and /variations, async jobs, /docs. Settings from "
-        "the environment: RETOUCH_API_KEYS (comma-separated), LOAD_SD_INPAINT=true, "
-        "RETOUCH_MAX_UPLOAD_BYTES, RETOUCH_MAX_PIXELS, RETOUCH_CONCURRENCY, RETOUCH_QUEUE_SIZE, "
-        "RETOUCH_REQUEST_TIMEOUT, RETOUCH_JOB_TTL, RETOUCH_ALLOW_IMAGE_URLS=true.",
+        "OpenAI-compatible /v1/images/edits and /variations, /sd-inpaint, async jobs, /docs. "
+        "Settings from the environment or a .env file in the working directory: "
+        + ", ".join(name for name, _, _ in _server_env())
+        + " (README: HTTP service).",
     )
     serve.add_argument(
         "--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)"
@@ -322,6 +328,12 @@ def build_parser(toolkit: Toolkit | None = None) -> argparse.ArgumentParser:
         "--sd-inpaint",
         action="store_true",
         help="serve /sd-inpaint/* (same as LOAD_SD_INPAINT=true)",
+    )
+    serve.add_argument(
+        "--workers",
+        type=int,
+        help="worker processes that run the work (same as RETOUCH_WORKERS; default 1 per "
+        "core, at most 2; 0 runs it in threads of the server, which a cancel cannot stop)",
     )
 
     providers = sub.add_parser(
@@ -646,9 +658,8 @@ def _opaque_colour(text: str | None) -> bool:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     try:
-        import uvicorn
-
         from retouch.server import ServerSettings, create_app
+        from retouch.server.run import serve
     except ImportError as exc:
         from retouch.errors import DependencyMissing
 
@@ -656,13 +667,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     settings = ServerSettings.from_env()
     if args.sd_inpaint:
         settings.sd_inpaint = True
-    app = create_app(settings=settings)
-    uvicorn.run(
-        app,
-        host=args.host,
-        port=args.port,
-        timeout_graceful_shutdown=int(settings.shutdown_grace_s),
-    )
+    if args.workers is not None:
+        settings.workers = args.workers
+    serve(create_app(settings=settings), host=args.host, port=args.port)
     return 0
 
 

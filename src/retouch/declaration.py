@@ -555,7 +555,11 @@ def build_request(
             continue
         spec = specs[name]
         if spec.kind == "image":
-            value: Any = load_image(raw, name)
+            try:
+                value: Any = load_image(raw, name)
+            except InvalidRequest as exc:
+                exc.param = exc.param or name  # which image was bad
+                raise
         elif spec.kind == "mask":
             value = raw
         elif spec.kind == "options":

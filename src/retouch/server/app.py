@@ -166,6 +166,14 @@ async def _decode_text_image(service: Service, name: str, value: str) -> bytes |
             max_bytes=service.settings.max_upload_bytes,
             allow_hosts=service.settings.url_allow_hosts,
         )
+    limit = service.settings.max_upload_bytes
+    if len(text) * 3 // 4 > limit + 3:  # counted as what it decodes to, before decoding
+        raise HTTPProblem(
+            413,
+            f"{name} is over the upload limit of {limit} bytes",
+            "invalid_request_error",
+            param=name,
+        )
     try:
         return imageio.decode_text_image(text, name)
     except InvalidRequest:

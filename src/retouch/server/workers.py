@@ -89,6 +89,9 @@ class ThreadExecutor:
 
 def _worker_main(conn: Connection, toolkit_bytes: bytes, memory_limit: int | None) -> None:
     """A worker's life: build the toolkit once, then run tasks until the pipe closes."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl+C is the server's to handle
     if memory_limit:
         import resource
 
@@ -127,7 +130,7 @@ def _worker_main(conn: Connection, toolkit_bytes: bytes, memory_limit: int | Non
             conn.send(("error", task_id, status, body, headers, isinstance(exc, Cancelled)))
 
 
-@dataclass
+@dataclass(eq=False)  # workers are told apart by identity (kept in a set)
 class _Worker:
     process: multiprocessing.process.BaseProcess
     conn: Connection
@@ -161,6 +164,7 @@ class ProcessExecutor:
         self.workers: set[_Worker] = set()
         self.ids = itertools.count(1)
         self.closing = False
+        self.replacing: set[asyncio.Future[None]] = set()
 
     async def start(self) -> None:
         started = await asyncio.gather(*(asyncio.to_thread(self._spawn) for _ in range(self.size)))
@@ -229,11 +233,18 @@ class ProcessExecutor:
                     if message[5]:
                         raise Cancelled("the work was cancelled")
                     raise _Mapped(message[2], message[3], message[4])
+        except asyncio.CancelledError:  # the caller itself was cancelled (shutdown): stop it
+            healthy = False
+            self._kill(worker)
+            raise
         finally:
             if healthy and not self.closing:
                 self.idle.put_nowait(worker)
             else:
-                await self._replace(worker)
+                self._kill(worker)
+                replacing = asyncio.ensure_future(self._replace(worker))  # we may be cancelled
+                self.replacing.add(replacing)
+                replacing.add_done_callback(self.replacing.discard)
 
     async def _next(self, worker: _Worker, cancel: asyncio.Event) -> tuple[Any, ...] | None:
         if cancel.is_set():
