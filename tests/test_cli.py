@@ -450,4 +450,4 @@ def test_library_bars_and_warnings_stay_off_the_terminal(tmp_path: Path) -> None
     loud = subprocess.run(
         [*argv, "-v", "-o", str(tmp_path / "b.png")], capture_output=True, text=True, env=env
     )
-    assert loud.returncode == 0 and len(loud.stderr.splitlines()) > 1, loud.stderr
+    assert loud.returncode == 0 and "wrote " in loud.stderr, loud.stderr  # -v: theirs too, if any
