@@ -147,3 +147,21 @@ def test_regions_are_separate_unless_their_context_overlaps() -> None:
     mask[60:70, 60:70] = 255  # within 2 x 20 px of the first: one region with it
     assert masks.regions(mask, 20) == [(0, 0, 90, 90), (880, 880, 970, 970)]
     assert masks.regions(np.zeros((5, 5), np.uint8), 3) == []
+
+
+def test_large_radii_cost_what_small_ones_do_and_stay_close_to_exact() -> None:
+    """grow/shrink past 16 px use a distance transform and feather past sigma 8 a shrunken
+    copy (a feather as wide as the image once took minutes): measured against the exact
+    operations at a size where those still run."""
+    import cv2
+
+    square = np.zeros((512, 512), np.uint8)
+    square[100:400, 150:350] = 255
+    exact_grow = cv2.dilate(square, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (61, 61)))
+    assert abs(int((masks.grow(square, 30) > 0).sum()) - int((exact_grow > 0).sum())) < 200
+    exact_shrink = cv2.erode(square, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (41, 41)))
+    assert abs(int((masks.shrink(square, 20) > 0).sum()) - int((exact_shrink > 0).sum())) < 200
+    exact_feather = cv2.GaussianBlur(square, (0, 0), 20, 20, borderType=cv2.BORDER_REPLICATE)
+    assert np.abs(masks.feather(square, 40).astype(int) - exact_feather.astype(int)).max() <= 4
+    assert (masks.grow(square, 5000) == 255).all()  # huge radii finish (and mean it)
+    assert not masks.shrink(square, 5000).any()

@@ -319,13 +319,9 @@ def cover(pixels: Pixels, size: tuple[int, int]) -> Pixels:
 
 def blurred(pixels: Pixels, radius: float) -> Pixels:
     """Gaussian blur with sigma = radius / 2 (a portrait-style background)."""
-    import cv2
+    from retouch.blur import gaussian
 
-    sigma = radius / 2.0
-    out: Pixels = cv2.GaussianBlur(
-        pixels, (0, 0), sigmaX=sigma, sigmaY=sigma, borderType=cv2.BORDER_REFLECT
-    )
-    return out
+    return gaussian(pixels, radius / 2.0, reflect=True)
 
 
 def composite_over(cutout: NDArray[np.uint8], background: NDArray[np.uint8]) -> NDArray[np.uint8]:

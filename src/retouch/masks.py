@@ -145,26 +145,39 @@ def _check_radius(px: int, what: str) -> None:
         raise MaskError(f"{what} takes a radius >= 0 pixels, got {px}")
 
 
+KERNEL_LIMIT = 16
+"""Grow/shrink radii up to this use a round kernel (exact for grey edges); larger ones a
+distance transform, whose cost does not grow with the radius (the new edge is hard)."""
+
+
 def grow(mask: Mask, px: int) -> Mask:
-    """Dilate by ``px`` pixels (round structuring element)."""
+    """Dilate by ``px`` pixels (a disc)."""
     _check_radius(px, "grow")
     if px == 0:
         return mask.copy()
     import cv2
 
-    return cv2.dilate(mask, _kernel(px)).astype(np.uint8, copy=False)
+    if px <= KERNEL_LIMIT:
+        return cv2.dilate(mask, _kernel(px)).astype(np.uint8, copy=False)
+    outside = (mask == 0).astype(np.uint8)
+    distance = cv2.distanceTransform(outside, cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
+    return np.where(distance <= px, np.maximum(mask, 255 * (distance > 0)), mask).astype(np.uint8)
 
 
 def shrink(mask: Mask, px: int) -> Mask:
-    """Erode by ``px`` pixels (round structuring element)."""
+    """Erode by ``px`` pixels (a disc); the image's border does not count as outside."""
     _check_radius(px, "shrink")
     if px == 0:
         return mask.copy()
     import cv2
 
-    return cv2.erode(mask, _kernel(px), borderType=cv2.BORDER_REPLICATE).astype(
-        np.uint8, copy=False
-    )
+    if px <= KERNEL_LIMIT:
+        return cv2.erode(mask, _kernel(px), borderType=cv2.BORDER_REPLICATE).astype(
+            np.uint8, copy=False
+        )
+    inside = np.pad((mask > 0).astype(np.uint8), 1, mode="edge")  # the border is no edge
+    distance = cv2.distanceTransform(inside, cv2.DIST_L2, cv2.DIST_MASK_PRECISE)[1:-1, 1:-1]
+    return np.where(distance > px, mask, 0).astype(np.uint8)
 
 
 def feather(mask: Mask, px: float) -> Mask:
@@ -173,13 +186,9 @@ def feather(mask: Mask, px: float) -> Mask:
         raise MaskError(f"feather takes a radius >= 0 pixels, got {px}")
     if px == 0:
         return mask.copy()
-    import cv2
+    from retouch.blur import gaussian
 
-    sigma = px / 2.0
-    blurred = cv2.GaussianBlur(
-        mask, (0, 0), sigmaX=sigma, sigmaY=sigma, borderType=cv2.BORDER_REPLICATE
-    )
-    return blurred.astype(np.uint8, copy=False)
+    return gaussian(mask, px / 2.0).astype(np.uint8, copy=False)
 
 
 def invert(mask: Mask) -> Mask:
