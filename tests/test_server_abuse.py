@@ -255,6 +255,19 @@ def test_one_request_cannot_take_the_machine(
         assert client.get("/health").status_code == 200
 
 
+def test_the_memory_a_request_needs_is_checked_before_any_work() -> None:
+    from fastapi.testclient import TestClient
+
+    settings = ServerSettings(max_memory=50 * 2**20)  # 50 MB per request
+    with TestClient(create_app(Toolkit(), settings)) as client:
+        started = time.monotonic()
+        r = client.post("/v1/resize", files={"image": FILES["image"]}, data={"width": "1600"})
+        assert r.status_code == 413 and "GB" in r.json()["error"]["message"], r.text
+        assert time.monotonic() - started < 1
+        small = client.post("/v1/resize", files={"image": FILES["image"]}, data={"width": "64"})
+        assert small.status_code == 200
+
+
 def test_json_bodies_that_used_to_500() -> None:
     from fastapi.testclient import TestClient
 

@@ -111,6 +111,7 @@ class Toolkit:
         max_pixels: int | None = imageio.DEFAULT_MAX_PIXELS,
         operations: Mapping[Operation, type[Any]] | None = None,
         model_paths: Sequence[str | os.PathLike[str]] | None = None,
+        max_memory: int | None = None,
     ) -> None:
         if registry is not None and providers:
             raise ConfigurationError("pass either registry or providers, not both")
@@ -123,6 +124,8 @@ class Toolkit:
         )
         """None: models may be named by any file path (the library, the CLI). A tuple: only
         names from the store, or paths inside these folders (the HTTP service)."""
+        self.max_memory = max_memory
+        """Bytes one request may need by its estimate, checked before any work."""
 
     def __reduce__(self) -> tuple[Any, ...]:
         """Pickled as its settings (a worker process builds the same toolkit)."""
@@ -735,9 +738,8 @@ class Toolkit:
                 )
 
     def _check_output_size(self, request: Request) -> None:
-        """The output's pixels, known before any work, against the pixel limit."""
-        if self.max_pixels is None:
-            return
+        """The output's pixels and the request's memory, known before any work, against
+        the limits."""
         size = request.image.size
         if isinstance(request, UpscaleRequest):
             size = compose.scaled_size(
@@ -752,12 +754,21 @@ class Toolkit:
                 size[0] + request.left + request.right,
                 size[1] + request.top + request.bottom,
             )
-        if size[0] * size[1] > self.max_pixels:
+        if self.max_pixels is not None and size[0] * size[1] > self.max_pixels:
             raise ImageTooLarge(
                 f"the {request.operation} result would be {size[0]} x {size[1]} "
                 f"({size[0] * size[1] / 1e6:.1f} MP), over the limit of "
                 f"{self.max_pixels / 1e6:.1f} MP; ask for a smaller result"
             )
+        if self.max_memory is not None:
+            need = estimate_memory(request.image.size, size, n=getattr(request, "n", 1))
+            if need > self.max_memory:
+                raise ImageTooLarge(
+                    f"this {request.operation} would need about {need / 2**30:.1f} GB "
+                    f"(input {request.image.width} x {request.image.height}, result "
+                    f"{size[0]} x {size[1]}), over this server's {self.max_memory / 2**30:.1f} GB "
+                    "per request; send a smaller image or ask for a smaller result"
+                )
 
     def _run_masked(
         self,
@@ -1001,6 +1012,17 @@ def _mask_input(
         grow=grow,
         crop_margin=crop_margin,
     )
+
+
+WORKING_BYTES_PER_PIXEL = 64
+"""What a pixel costs while retouch works on it: RGBA float32 working copies (16 bytes
+each), the 8/16-bit input and output, masks and blend weights: about four copies."""
+
+
+def estimate_memory(input_size: tuple[int, int], output_size: tuple[int, int], *, n: int) -> int:
+    """Bytes a request needs by its sizes alone, before any provider's own (model) needs."""
+    pixels = input_size[0] * input_size[1] + n * output_size[0] * output_size[1]
+    return pixels * WORKING_BYTES_PER_PIXEL
 
 
 def _check_sides(width: int, height: int, spec: OperationSpec, provider: str) -> None:

@@ -390,6 +390,7 @@ def create_app(toolkit: Toolkit | None = None, settings: ServerSettings | None =
         max_pixels=settings.max_pixels,
         operations=toolkit.operations if toolkit else None,
         model_paths=settings.model_paths,  # clients name models; files only from these folders
+        max_memory=settings.max_memory,
     )
     limiter = Limiter(settings.concurrency, settings.queue_size)
     executor: Executor = (
