@@ -600,3 +600,21 @@ def test_random_bytes_and_json_at_every_route_never_5xx() -> None:
 
         hit()
         assert client.get("/health").status_code == 200
+
+
+def test_the_container_setup_names_only_settings_that_exist() -> None:
+    """No Docker engine here to build it: check what can be checked (every variable the
+    compose file sets is one the service reads; the image serves on the documented port)."""
+    import re
+
+    from retouch.server.settings import ENV
+
+    root = Path(__file__).resolve().parents[1]
+    compose = (root / "compose.yaml").read_text()
+    environment = compose.split("environment:", 1)[1].split("volumes:", 1)[0]
+    known = {name for name, _, _ in ENV} | {"RETOUCH_HOME"}  # the model store's folder
+    set_there = set(re.findall(r"^\s+([A-Z_]+):", environment, re.M))
+    assert set_there and set_there <= known, set_there - known
+    dockerfile = (root / "Dockerfile").read_text()
+    assert '"retouch", "serve"' in dockerfile and "8000" in dockerfile
+    assert set(re.findall(r"(RETOUCH_\w+)=", dockerfile)) <= known
