@@ -1,10 +1,19 @@
-"""Fuzzed requests from our own OpenAPI spec (schemathesis, bounded) never get a 5xx but the
-documented 503 (no provider ready)."""
+"""Fuzzed requests from our own OpenAPI spec (schemathesis, bounded), with every check it has:
+status codes, content types and bodies as documented, invalid data refused, the Allow header
+of a 405 right, no 5xx but the documented 503 (no provider or model ready).
+
+Two checks are left out, and why: a schema cannot say "a decodable image" or "a box whose
+right edge is past its left", so schema-valid random bytes are rightly refused
+(positive_data_acceptance); and the 503s are the documented answers of a server with no
+inpainting model, which its own check counts as server errors (not_a_server_error is
+replaced by the same check that lets 503 through)."""
 
 from __future__ import annotations
 
 import schemathesis
 from hypothesis import HealthCheck, settings
+from schemathesis.checks import not_a_server_error
+from schemathesis.specs.openapi.checks import positive_data_acceptance
 
 from retouch.api import Toolkit
 from retouch.server import ServerSettings, create_app
@@ -17,14 +26,13 @@ schema = schemathesis.openapi.from_asgi("/openapi.json", APP)
 
 @schema.parametrize()
 @settings(max_examples=12, deadline=None, suppress_health_check=list(HealthCheck))
-def test_no_server_errors(case: schemathesis.Case) -> None:
-    response = case.call()
-    # 503 is the documented answer when no provider that could run the operation is ready.
+def test_every_documented_answer_holds(case: schemathesis.Case) -> None:
+    response = case.call_and_validate(
+        excluded_checks=[positive_data_acceptance, not_a_server_error]
+    )
     assert response.status_code < 500 or response.status_code == 503, (
         case.method,
         case.path,
         response.status_code,
         response.text[:300],
     )
-    if response.status_code >= 400 and case.path != "/sd-inpaint/health":  # its own shape
-        assert set(response.json()["error"]) == {"message", "type", "param", "code"}

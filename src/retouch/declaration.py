@@ -179,7 +179,7 @@ def request_fields(cls: type[Any]) -> list[FieldSpec]:
         default = _default(f)
         if kind == "mask":
             for mf, mp in _fields(MaskInput):
-                mkind, _ = _kind_of(mf.type, mp, f"MaskInput.{mf.name}")
+                mkind, mnullable = _kind_of(mf.type, mp, f"MaskInput.{mf.name}")
                 if mf.name == "source":  # the request's own field says what this mask is for
                     specs.append(
                         FieldSpec(
@@ -202,7 +202,7 @@ def request_fields(cls: type[Any]) -> list[FieldSpec]:
                         mkind,
                         _default(mf),
                         required=False,
-                        nullable=False,
+                        nullable=mnullable,
                         param=mp,
                     )
                 )
@@ -597,7 +597,10 @@ def check_given(fields: Iterable[FieldSpec], values: Mapping[str, Any]) -> None:
     cheap early refusal with the same message the full check would give."""
     for spec in fields:
         value = values.get(spec.name)
-        if value is None or spec.kind in ("image", "mask", "options", "box", "points"):
+        if value is None or spec.kind in ("image", "mask", "box", "points"):
+            continue
+        if spec.kind == "options":
+            _options_value(value, spec.name)  # an object (or its JSON text), or a 400 now
             continue
         check_value(spec, coerce(spec, value))
 

@@ -209,6 +209,8 @@ async def read_input(
         if not isinstance(data, dict):
             raise InvalidRequest("the JSON body must be an object of fields")
         for key, value in data.items():
+            if key == "options" and not isinstance(value, dict):  # JSON has objects for it
+                raise InvalidRequest("options must be an object of provider options", param=key)
             if key in image_names:
                 if not isinstance(value, str):
                     raise InvalidRequest(
@@ -426,6 +428,7 @@ def create_app(toolkit: Toolkit | None = None, settings: ServerSettings | None =
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         await asyncio.to_thread(_warm_up, toolkit)
         await executor.start()
+        jobs.closing = False  # an app may be started again after a stop
         jobs.restore()
         try:
             yield
@@ -474,12 +477,15 @@ def create_app(toolkit: Toolkit | None = None, settings: ServerSettings | None =
         )
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         kind = {404: "not_found", 405: "method_not_allowed"}.get(
             exc.status_code, "invalid_request_error"
         )
+        headers = dict(exc.headers or {})
+        if exc.status_code == 405:  # every method the path takes, not the first route's
+            headers["Allow"] = ", ".join(_methods(app, request.scope))
         return JSONResponse(
-            body(str(exc.detail), kind), status_code=exc.status_code, headers=exc.headers
+            body(str(exc.detail), kind), status_code=exc.status_code, headers=headers
         )
 
     @app.exception_handler(Exception)
@@ -524,7 +530,12 @@ def create_app(toolkit: Toolkit | None = None, settings: ServerSettings | None =
         ok = any(r.ready for r in reports)
         return JSONResponse({"ready": ok, "providers": providers}, status_code=200 if ok else 503)
 
-    @app.get("/metrics", summary="Prometheus metrics")
+    @app.get(
+        "/metrics",
+        summary="Prometheus metrics",
+        response_class=Response,
+        responses={200: {"content": {"text/plain": {}}}},
+    )
     async def metrics() -> Response:
         from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
@@ -603,13 +614,21 @@ def create_app(toolkit: Toolkit | None = None, settings: ServerSettings | None =
             headers={"Location": f"/v1/jobs/{job.id}"},
         )
 
+    job_answers: dict[int | str, dict[str, Any]] = {
+        404: {"model": ErrorBody, "description": "no such job (or another key's)"},
+        410: {"model": ErrorBody, "description": "the job's results were deleted"},
+    }
+
     @app.get(
-        "/v1/jobs/{job_id}", tags=["jobs"], summary="A job's status, progress, result or error"
+        "/v1/jobs/{job_id}",
+        tags=["jobs"],
+        summary="A job's status, progress, result or error",
+        responses=job_answers,
     )
     async def get_job(job_id: str, request: Request) -> dict[str, Any]:
         return jobs.get(job_id, _owner(request)).describe(_base(request))
 
-    @app.delete("/v1/jobs/{job_id}", tags=["jobs"], summary="Cancel a job")
+    @app.delete("/v1/jobs/{job_id}", tags=["jobs"], summary="Cancel a job", responses=job_answers)
     async def cancel_job(job_id: str, request: Request) -> dict[str, Any]:
         return jobs.cancel(job_id, _owner(request)).describe(_base(request))
 
@@ -617,6 +636,7 @@ def create_app(toolkit: Toolkit | None = None, settings: ServerSettings | None =
         "/v1/jobs/{job_id}/events",
         tags=["jobs"],
         summary="Server-sent events with progress until the job ends",
+        responses={200: {"content": {"text/event-stream": {}}}, **job_answers},
     )
     async def job_events(job_id: str, request: Request) -> StreamingResponse:
         owner = _owner(request)
@@ -631,7 +651,14 @@ def create_app(toolkit: Toolkit | None = None, settings: ServerSettings | None =
         )
 
     @app.get(
-        "/v1/jobs/{job_id}/images/{index}", tags=["jobs"], summary="A finished job's image (PNG)"
+        "/v1/jobs/{job_id}/images/{index}",
+        tags=["jobs"],
+        summary="A finished job's image (PNG)",
+        responses={
+            200: {"content": {"image/png": {}}},
+            409: {"model": ErrorBody, "description": "the job has no images (yet)"},
+            **job_answers,
+        },
     )
     async def job_image(job_id: str, index: int, request: Request) -> Response:
         signed = signed_link_valid(settings.url_secret, request.scope)
@@ -645,14 +672,22 @@ def create_app(toolkit: Toolkit | None = None, settings: ServerSettings | None =
 
     # --- OpenAI-compatible --------------------------------------------------------------------
 
+    openai_answers: dict[int | str, dict[str, Any]] = {
+        **ERROR_RESPONSES,
+        404: {"model": ErrorBody, "description": "no such model here"},
+    }
+
     @app.post(
         "/v1/images/edits",
         tags=["openai"],
         summary="OpenAI-compatible image edits (transparent mask = edit; no model + prompt = inpaint)",
         openapi_extra=_form_openapi(
-            OpenAIEditForm, images=("image", "mask"), required=("image", "prompt")
+            OpenAIEditForm,
+            images=("image", "mask"),
+            required=("image", "prompt"),
+            models=tuple(settings.model_map),
         ),
-        responses=ERROR_RESPONSES,
+        responses=openai_answers,
     )
     async def openai_edits(request: Request) -> JSONResponse:
         async with limiter.slot("images/edits"):  # a place in line before the body is read
@@ -662,8 +697,13 @@ def create_app(toolkit: Toolkit | None = None, settings: ServerSettings | None =
         "/v1/images/variations",
         tags=["openai"],
         summary="OpenAI-compatible image variations",
-        openapi_extra=_form_openapi(OpenAIVariationForm, images=("image",), required=("image",)),
-        responses=ERROR_RESPONSES,
+        openapi_extra=_form_openapi(
+            OpenAIVariationForm,
+            images=("image",),
+            required=("image",),
+            models=tuple(settings.model_map),
+        ),
+        responses=openai_answers,
     )
     async def openai_variations(request: Request) -> JSONResponse:
         async with limiter.slot("images/variations"):
@@ -673,7 +713,43 @@ def create_app(toolkit: Toolkit | None = None, settings: ServerSettings | None =
 
     if settings.sd_inpaint:
         _add_sd_inpaint(app, service)
+    app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app
+
+
+def _methods(app: FastAPI, scope: Any) -> list[str]:
+    from starlette.routing import Match
+
+    found: set[str] = set()
+    for route in app.router.routes:
+        if route.matches(scope)[0] != Match.NONE:
+            found |= set(getattr(route, "methods", None) or ())
+    return sorted(found)
+
+
+def _openapi(app: FastAPI) -> dict[str, Any]:
+    """FastAPI's schema with the answers this service really gives: its validation errors
+    are 400s in the one error shape, never 422."""
+    if app.openapi_schema:
+        return app.openapi_schema
+    from fastapi.openapi.utils import get_openapi
+
+    schema = get_openapi(
+        title=app.title, version=app.version, description=app.description, routes=app.routes
+    )
+    error = {"$ref": "#/components/schemas/ErrorBody"}
+    for item in schema.get("paths", {}).values():
+        for operation in item.values():
+            responses = operation.setdefault("responses", {})
+            responses.pop("422", None)
+            responses.setdefault(
+                "400",
+                {"description": "bad input", "content": {"application/json": {"schema": error}}},
+            )
+    for name in ("HTTPValidationError", "ValidationError"):
+        schema.get("components", {}).get("schemas", {}).pop(name, None)
+    app.openapi_schema = schema
+    return schema
 
 
 def _warm_up(toolkit: Toolkit) -> None:
@@ -733,10 +809,16 @@ def _validate(model: type[BaseModel], raw: Mapping[str, Any], where: str) -> Any
 
 
 def _form_openapi(
-    model: type[BaseModel], *, images: tuple[str, ...], required: tuple[str, ...]
+    model: type[BaseModel],
+    *,
+    images: tuple[str, ...],
+    required: tuple[str, ...],
+    models: tuple[str, ...] = (),
 ) -> dict[str, Any]:
     schema = model.model_json_schema()
     props = dict(schema.get("properties", {}))
+    if models:  # the names this server knows
+        props["model"] = {"type": "string", "enum": list(models)}
     for name in images:
         props[name] = {"type": "string", "format": "binary"}
     return {
@@ -905,6 +987,14 @@ SD_DEFAULTS = {"num_inference_steps": 50, "guidance_scale": 7.5, "seed": 42}
 SD_SERVICE = "stable-diffusion-inpaint"
 
 
+class SDHealth(BaseModel):
+    status: str = Field(description="healthy, or unavailable (503)")
+    service: str = SD_SERVICE
+    model: str | None = Field(description="the model id that serves, when healthy")
+    detail: str | None = Field(None, description="what to pull or set, when unavailable")
+    fallback: str | None = Field(None, description="erase, when the operator chose it")
+
+
 class SDInpaintForm(BaseModel):
     model_config = ConfigDict(extra="forbid")
     prompt: str | None = None
@@ -950,7 +1040,8 @@ def _add_sd_inpaint(app: FastAPI, service: Service) -> None:
         "/sd-inpaint/health",
         tags=["sd-inpaint"],
         summary="Whether an inpainting model is loaded, and which",
-        responses={503: ERROR_RESPONSES[503]},
+        response_model=SDHealth,
+        responses={503: {"model": SDHealth, "description": "no inpainting model is ready"}},
     )
     async def sd_health() -> JSONResponse:
         model, why = await asyncio.to_thread(_inpainting_model, toolkit)

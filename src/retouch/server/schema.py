@@ -99,10 +99,16 @@ def request_body(fields: list[FieldSpec], extra: Iterable[FieldSpec] = ()) -> di
     every = [*fields, *extra]
     required = [s.name for s in every if s.required]
 
-    def schema(binary: bool) -> dict[str, Any]:
+    def one(spec: FieldSpec, binary: bool) -> dict[str, Any]:
+        described = property_schema(spec, binary=binary)
+        if binary or spec.required:
+            return described
+        return {"anyOf": [described, {"type": "null"}], "description": described["description"]}
+
+    def schema(binary: bool) -> dict[str, Any]:  # in JSON, null means "not given"
         return {
             "type": "object",
-            "properties": {s.name: property_schema(s, binary=binary) for s in every},
+            "properties": {s.name: one(s, binary) for s in every},
             "required": required,
             "additionalProperties": False,
         }

@@ -167,6 +167,7 @@ class ProcessExecutor:
         self.replacing: set[asyncio.Future[None]] = set()
 
     async def start(self) -> None:
+        self.closing = False
         started = await asyncio.gather(*(asyncio.to_thread(self._spawn) for _ in range(self.size)))
         for worker in started:
             self._listen(worker)
