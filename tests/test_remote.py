@@ -104,6 +104,7 @@ def test_remote_providers_say_what_is_missing(monkeypatch: pytest.MonkeyPatch) -
         "GOOGLE_CLOUD_PROJECT",
         "VERTEX_ACCESS_TOKEN",
         "GOOGLE_OAUTH_ACCESS_TOKEN",
+        "STABLE_DIFFUSION_LOCAL_BASE_URL",
     ):
         monkeypatch.delenv(variable, raising=False)
     reports = {r.name: r for r in Toolkit().providers()}

@@ -107,6 +107,8 @@ class RemoteClient:
     auth: Any = None
     still_running: str = ""
     """What to tell the user when a create may still be running (where to look for it)."""
+    explain: Callable[[Any], str | None] | None = None
+    """More of a refused request's body to show (ComfyUI's ``node_errors``)."""
 
     def _client(self, timeout: float) -> Any:
         try:
@@ -247,8 +249,10 @@ class RemoteClient:
                     f"the service failed ({status}: {message}) after {attempt} tries; try again later",
                     provider=self.provider,
                 )
+            detail = self.explain(response) if self.explain is not None else None
             raise InvalidRequest(
                 f"{self.provider}: the service rejected the request ({status}): {message}"
+                + (f"; {detail}" if detail else "")
             )
 
     def get_bytes(self, url: str) -> bytes:
@@ -468,3 +472,52 @@ def outpaint_work(
         fill = resize_pixels(fill[:, :, None], work, smooth=True)[:, :, 0]
         fill = np.where(fill > 0, 255, 0).astype(np.uint8)
     return np.ascontiguousarray(canvas), np.ascontiguousarray(fill), full
+
+
+# --- self-hosted Stable Diffusion servers ---------------------------------------------------
+
+LOCAL_SD_ENV = "STABLE_DIFFUSION_LOCAL_BASE_URL"
+_DETECTED: dict[str, str | None] = {}
+
+
+def local_server_kind(url: str, *, transport: Any = None) -> str | None:
+    """What the server at ``url`` is: ``automatic1111`` (it answers ``GET /sdapi/v1/options``,
+    modules/api/api.py), ``comfyui`` (it answers ``GET /system_stats``, ComfyUI server.py), or
+    None. Probed once per URL (2 s per probe), then remembered."""
+    if url in _DETECTED:
+        return _DETECTED[url]
+    import httpx
+
+    found: str | None = None
+    try:
+        with httpx.Client(base_url=url, timeout=2.0, transport=transport) as client:
+            for kind, path in (
+                ("automatic1111", "/sdapi/v1/options"),
+                ("comfyui", "/system_stats"),
+            ):
+                try:
+                    response = client.get(path)
+                except httpx.HTTPError:
+                    continue
+                # A1111 started with --api-auth answers 401 to the probe: still A1111.
+                if response.status_code == 200 or (
+                    kind == "automatic1111" and response.status_code == 401
+                ):
+                    found = kind
+                    break
+    except httpx.HTTPError:
+        found = None
+    _DETECTED[url] = found
+    return found
+
+
+def local_base_url(own_env: str, kind: str, *, transport: Any = None) -> str | None:
+    """The server URL for a self-hosted provider: its own variable (``A1111_BASE_URL``...),
+    else STABLE_DIFFUSION_LOCAL_BASE_URL when the server there is of this ``kind``."""
+    own = env(own_env)
+    if own is not None:
+        return own
+    shared = env(LOCAL_SD_ENV)
+    if shared is not None and local_server_kind(shared, transport=transport) == kind:
+        return shared
+    return None

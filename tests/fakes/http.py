@@ -98,6 +98,10 @@ class Fake:
         self.script_paths: str | None = None
         """When set, only requests whose path matches this regex consume the script."""
 
+    def check(self, request: httpx.Request) -> httpx.Response | None:
+        """A refusal for every route (credentials), checked after the request is recorded."""
+        return None
+
     def route(self, method: str, pattern: str, handler: Handler) -> None:
         self.routes.append((method.upper(), re.compile(f"^{pattern}$"), handler))
 
@@ -114,6 +118,9 @@ class Fake:
             fields = parse_form(request)
         sent = Sent(request.method, request.url.path, request.headers, request.content, fields)
         self.sent.append(sent)
+        refused = self.check(request)
+        if refused is not None:
+            return refused
         if self.script and (
             self.script_paths is None or re.search(self.script_paths, request.url.path)
         ):
