@@ -30,6 +30,7 @@ REMOTE = {
     "vertex": "VERTEX_PROJECT",
     "automatic1111": "A1111_BASE_URL",
     "comfyui": "COMFYUI_BASE_URL",
+    "firefly": "FIREFLY_CLIENT_ID",
 }
 
 
