@@ -477,15 +477,18 @@ def outpaint_work(
 # --- self-hosted Stable Diffusion servers ---------------------------------------------------
 
 LOCAL_SD_ENV = "STABLE_DIFFUSION_LOCAL_BASE_URL"
-_DETECTED: dict[str, str | None] = {}
+NOT_FOUND_RETRY_S = 30.0
+_DETECTED: dict[str, tuple[str | None, float]] = {}
 
 
 def local_server_kind(url: str, *, transport: Any = None) -> str | None:
     """What the server at ``url`` is: ``automatic1111`` (it answers ``GET /sdapi/v1/options``,
     modules/api/api.py), ``comfyui`` (it answers ``GET /system_stats``, ComfyUI server.py), or
-    None. Probed once per URL (2 s per probe), then remembered."""
-    if url in _DETECTED:
-        return _DETECTED[url]
+    None. Probed once per URL (2 s per probe) and remembered; a server that was not there is
+    asked again after 30 s (it may have been starting)."""
+    known = _DETECTED.get(url)
+    if known is not None and (known[0] is not None or time.monotonic() < known[1]):
+        return known[0]
     import httpx
 
     found: str | None = None
@@ -507,7 +510,7 @@ def local_server_kind(url: str, *, transport: Any = None) -> str | None:
                     break
     except httpx.HTTPError:
         found = None
-    _DETECTED[url] = found
+    _DETECTED[url] = (found, time.monotonic() + NOT_FOUND_RETRY_S)
     return found
 
 
