@@ -224,10 +224,15 @@ def test_polling_abort_cancel_and_timeout(
         result.image.pixels.shape == (128, 192, 3) and fake.count("GET", "/v1/predictions/p0") == 3
     )
     assert creates(fake)[-1].fields["input"]["face_enhance"] is True and len(reports) >= 4
+    deadline = {"timeout": 2, "poll_interval": 0.001}  # Cancel-After: 2s
+    fake.start_polls = 5  # still queued at its deadline: aborted
     with pytest.raises(ProviderTimeout, match="aborted at its Cancel-After deadline"):
-        toolkit.edit(
-            small_photo, "x", provider="replicate", options={"timeout": 2, "poll_interval": 0.001}
-        )
+        toolkit.edit(small_photo, "x", provider="replicate", options=deadline)
+    assert fake.predictions["p1"]["status"] == "aborted"
+    fake.start_polls = 1  # running at its deadline: canceled by the service, not by us
+    with pytest.raises(ProviderTimeout, match="canceled while running, at its Cancel-After"):
+        toolkit.edit(small_photo, "x", provider="replicate", options=deadline)
+    assert fake.count("POST", "/v1/predictions/p2/cancel") == 0
 
     def stop(report: Progress) -> None:
         if report.stage == "replicate":
@@ -235,13 +240,14 @@ def test_polling_abort_cancel_and_timeout(
 
     with pytest.raises(Cancelled):
         toolkit.edit(small_photo, "x", provider="replicate", progress=stop)
-    assert fake.predictions["p2"]["status"] == "canceled"
-    fake.never_finish = True
+    assert fake.count("POST", "/v1/predictions/p3/cancel") == 1
+    assert fake.predictions["p3"]["status"] == "canceled"
+    fake.never_finish, fake.poll_seconds = True, 0.001  # our deadline comes first
     with pytest.raises(ProviderTimeout, match="it was cancelled"):
         toolkit.edit(
             small_photo, "x", provider="replicate", options={"timeout": 0.05, "poll_interval": 0.01}
         )
-    assert fake.predictions["p3"]["status"] == "canceled"
+    assert fake.predictions["p4"]["status"] == "canceled"
 
 
 def test_timeouts_and_500s(

@@ -15,8 +15,10 @@ Rules:
   prompt_strength 0-1, Real-ESRGAN scale 0-10, FLUX Fill Pro steps 1-50 and guidance 2-5;
   mask the image's size); an unknown version is 422.
 - ``Prefer: wait=N`` answers a finished prediction when it finishes in time, else
-  ``starting`` to be polled at ``urls.get``; ``Cancel-After`` past the run time ends it as
-  ``aborted``; ``urls.cancel`` cancels it.
+  ``starting`` to be polled at ``urls.get``; ``urls.cancel`` cancels it.
+- a ``Cancel-After`` deadline ends the prediction as ``aborted`` when it is reached before the
+  prediction starts, ``canceled`` when it is reached while it runs (changelog
+  2025-10-16-prediction-deadlines). Here time is counted in polls (``poll_seconds`` each).
 
 It "runs" a model by its kind: inpainting paints the masked pixels yellow, img2img blends
 toward a colour by prompt_strength shifted by the seed, Real-ESRGAN resizes by scale.
@@ -52,10 +54,14 @@ def problem(status: int, detail: str, title: str = "Invalid input") -> httpx.Res
 
 
 class FakeReplicate(Fake):
-    def __init__(self, *, run_polls: int = 0) -> None:
+    def __init__(self, *, run_polls: int = 0, start_polls: int = 1) -> None:
         super().__init__()
         self.run_polls = run_polls
         """Polls a prediction takes after the create (0: done within ``Prefer: wait``)."""
+        self.start_polls = start_polls
+        """Polls it stays ``starting`` (queued, booting) before ``processing``."""
+        self.poll_seconds = 1.0
+        """The time a poll stands for, against ``Cancel-After``."""
         self.never_finish = False
         self.predictions: dict[str, dict[str, Any]] = {}
         self.files: dict[str, bytes] = {}
@@ -182,11 +188,7 @@ class FakeReplicate(Fake):
             self.files[name] = png(Image.fromarray(np.roll(rgb, i, axis=1)))
             outputs.append(f"{base}/delivery/{name}")
         cancel_after = request.headers.get("cancel-after")
-        aborts = (
-            cancel_after is not None
-            and self.run_polls > 0
-            and float(cancel_after.rstrip("s")) < self.run_polls
-        )
+        deadline = float(cancel_after.rstrip("s")) if cancel_after else None
         done = self.run_polls == 0 and not self.never_finish
         state = {
             "id": pid,
@@ -203,7 +205,7 @@ class FakeReplicate(Fake):
             },
             "_polls": 0,
             "_outputs": outputs[0] if kind == "flux-fill" else outputs,
-            "_aborts": aborts,
+            "_deadline": deadline,
             "_prefer": request.headers.get("prefer"),
         }
         self.predictions[pid] = state
@@ -218,13 +220,15 @@ class FakeReplicate(Fake):
             return denied
         state = self.predictions[pid]
         state["_polls"] += 1
-        if state["status"] in ("starting", "processing") and not self.never_finish:
-            if state["_polls"] >= self.run_polls:
-                if state["_aborts"]:
-                    state["status"] = "aborted"
-                else:
-                    state["status"], state["output"] = "succeeded", state["_outputs"]
-            else:
+        if state["status"] in ("starting", "processing"):
+            deadline = state["_deadline"]
+            if deadline is not None and state["_polls"] * self.poll_seconds >= deadline:
+                state["status"] = "aborted" if state["status"] == "starting" else "canceled"
+            elif self.never_finish:
+                pass
+            elif state["_polls"] >= self.run_polls:
+                state["status"], state["output"] = "succeeded", state["_outputs"]
+            elif state["_polls"] >= self.start_polls:
                 state["status"] = "processing"
         return json_response(self._public(state))
 

@@ -14,9 +14,11 @@ replicate-python ``replicate/model.py``, ``prediction.py``, ``file.py``, ``helpe
   small file <= 256kb"); larger files are uploaded with ``POST /v1/files`` (multipart
   ``content``) and passed by their ``urls.get``.
 - ``Prefer: wait=N`` holds the create up to 60 s (the read timeout is N + 10 s, as
-  replicate-python gives N + 0.5); after that ``urls.get`` is polled. ``Cancel-After`` ends a
-  prediction past the deadline with status ``aborted``, reported as a timeout. A cancel from
-  the progress callback, or our own deadline, posts ``urls.cancel``.
+  replicate-python gives N + 0.5); after that ``urls.get`` is polled. ``Cancel-After`` (the
+  option ``timeout``) ends a prediction at its deadline: ``aborted`` if it had not started
+  (not charged), ``canceled`` if it was running (replicate.com/changelog/
+  2025-10-16-prediction-deadlines); both are reported as timeouts unless retouch cancelled
+  it. A cancel from the progress callback, or our own deadline, posts ``urls.cancel``.
 - Status: starting, processing, succeeded, failed, canceled, aborted. Outputs are file URLs
   (one string or a list), fetched at once (deleted after an hour).
 - A create is never re-sent after a read timeout: the prediction may be running (and billed).
@@ -31,6 +33,7 @@ Token: REPLICATE_API_TOKEN; base URL: REPLICATE_BASE_URL (default https://api.re
 from __future__ import annotations
 
 import hashlib
+import math
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -387,7 +390,8 @@ class ReplicateProvider:
         options: ReplicateOptions,
         inputs: dict[str, Any],
     ) -> dict[str, Any]:
-        headers = {"Prefer": f"wait={options.wait}", "Cancel-After": f"{int(options.timeout)}s"}
+        deadline = max(1, math.ceil(options.timeout))  # whole seconds, at least one
+        headers = {"Prefer": f"wait={options.wait}", "Cancel-After": f"{deadline}s"}
         official = options.official if options.official is not None else model in OFFICIAL
         version = options.version or (None if official else self._version(client, model))
         if version:
@@ -430,12 +434,20 @@ class ReplicateProvider:
         status = prediction.get("status")
         if status == "failed":
             raise ServerError(f"the prediction failed: {prediction.get('error')}", provider=NAME)
-        if status == "canceled":
-            raise Cancelled(f"{NAME}: the prediction was cancelled")
         if status == "aborted":
             raise ProviderTimeout(
                 f"prediction {prediction.get('id')} was aborted at its Cancel-After deadline "
-                f"({options.timeout:g} s); raise --option timeout=... to give it longer",
+                f"({options.timeout:g} s) before it started (not charged); raise "
+                "--option timeout=... to give it longer",
+                provider=NAME,
+            )
+        if status == "canceled":
+            # retouch cancels only on a Cancelled from the progress callback (re-raised above)
+            # or at its own deadline (a ProviderTimeout above): this one was not ours.
+            raise ProviderTimeout(
+                f"prediction {prediction.get('id')} was canceled while running, at its "
+                f"Cancel-After deadline ({options.timeout:g} s) or from the Replicate dashboard; "
+                "raise --option timeout=... to give it longer",
                 provider=NAME,
             )
         if status != "succeeded":
