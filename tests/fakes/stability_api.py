@@ -15,7 +15,7 @@ upscale-fast.json):
 - **creative upscale**: 4,096 to 1,048,576 pixels, creativity 0.1-0.5, answers an id polled at
   ``/v2beta/results/{id}`` (202 until done); **conservative**: creativity 0.2-0.5.
 - SD3 ``/generate/sd3``: ``mode=image-to-image`` needs ``image`` and ``strength`` 0-1; model
-  one of sd3.5-large, sd3.5-large-turbo, sd3.5-medium, sd3.5-flash; output jpeg or png.
+  one of sd3.5-large, sd3.5-large-turbo, sd3.5-medium; output jpeg or png.
 
 It answers like the service: image bytes with ``seed`` / ``finish-reason`` headers; inpaint
 and erase at a different size than sent; SD3 image-to-image at about 1 MP in the input's
@@ -36,7 +36,7 @@ from .http import Fake, Sent, Upload, json_response, png
 KEY = "sk-stability-fake"
 CYAN = (0, 255, 255)
 MAX_REQUEST = 10 * 2**20
-SD3_MODELS = {"sd3.5-large", "sd3.5-large-turbo", "sd3.5-medium", "sd3.5-flash"}
+SD3_MODELS = {"sd3.5-large", "sd3.5-large-turbo", "sd3.5-medium"}
 
 
 def error(status: int, name: str, *messages: str) -> httpx.Response:

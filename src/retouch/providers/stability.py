@@ -20,7 +20,7 @@ stability/upscale-fast):
 - **creative upscale**: input at most 1,048,576 pixels, creativity 0.1-0.5; **conservative**:
   creativity 0.2-0.5. Checked here before sending.
 - img2img is SD3's ``/v2beta/stable-image/generate/sd3`` with ``mode=image-to-image`` and
-  ``strength`` (models sd3.5-large, sd3.5-large-turbo, sd3.5-medium, sd3.5-flash; output
+  ``strength`` (models sd3.5-large, sd3.5-large-turbo, sd3.5-medium; output
   jpeg or png); variations are ``n`` such runs at the requested strength with distinct seeds.
 - inpaint and erase answer about 4 MP whatever went in; answers are resized back.
 - the mask is ours (white = full strength), sent as a grey PNG.
@@ -82,7 +82,7 @@ FAST_SIDES, FAST_PIXELS = (32, 1536), (1_024, 1_048_576)
 CREATIVE_MAX_PIXELS = 1_048_576
 CREATIVITY = {"creative": (0.1, 0.5), "conservative": (0.2, 0.5)}
 UPSCALE_MODES = ("fast", "conservative", "creative")
-SD3_MODELS = ("sd3.5-large", "sd3.5-large-turbo", "sd3.5-medium", "sd3.5-flash")
+SD3_MODELS = ("sd3.5-large", "sd3.5-large-turbo", "sd3.5-medium")
 EDIT_MODES = ("img2img", "search-and-replace", "search-and-recolor")
 ASPECT = 2.5
 REAL_SERVICE_MIN_POLL_S = 10.0
