@@ -30,6 +30,7 @@ REMOTE = {
     "vertex": "VERTEX_PROJECT",
     "automatic1111": "A1111_BASE_URL",
     "comfyui": "COMFYUI_BASE_URL",
+    "firefly": "FIREFLY_CLIENT_ID",
 }
 
 
@@ -104,6 +105,7 @@ def test_remote_providers_say_what_is_missing(monkeypatch: pytest.MonkeyPatch) -
         "GOOGLE_CLOUD_PROJECT",
         "VERTEX_ACCESS_TOKEN",
         "GOOGLE_OAUTH_ACCESS_TOKEN",
+        "STABLE_DIFFUSION_LOCAL_BASE_URL",
     ):
         monkeypatch.delenv(variable, raising=False)
     reports = {r.name: r for r in Toolkit().providers()}
@@ -131,3 +133,75 @@ def test_the_example_plugin_package_registers_and_runs(
         toolkit.stylize(small_photo, style="sepia", strength=0, provider="sepia").image.pixels,
         small_photo,
     )
+
+
+def test_retries_by_safety() -> None:
+    import httpx
+
+    answers: list[object] = []
+    sent: list[str] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        sent.append(request.method)
+        answer = answers.pop(0)
+        if isinstance(answer, Exception):
+            raise answer
+        assert isinstance(answer, httpx.Response)
+        return answer
+
+    slept: list[float] = []
+    client = RemoteClient(
+        "fake",
+        "http://svc",
+        transport=httpx.MockTransport(handler),
+        backoff=0.5,
+        sleep=slept.append,
+    )
+    ok = httpx.Response(200, json={})
+    # Never reached the service: a POST is retried too.
+    answers[:] = [httpx.ConnectError("refused"), ok]
+    client.request("POST", "/jobs")
+    assert sent == ["POST", "POST"] and slept == [0.5]
+    # Reached it, no answer: a POST is not sent again, a GET is.
+    sent.clear()
+    answers[:] = [httpx.ReadTimeout("slow")]
+    with pytest.raises(ProviderTimeout, match="may still be running"):
+        client.request("POST", "/jobs")
+    answers[:] = [httpx.ReadTimeout("slow"), ok]
+    client.request("GET", "/jobs/1")
+    assert sent == ["POST", "GET", "GET"]
+    # A gateway timeout on a create: the work may be running behind it.
+    sent.clear()
+    answers[:] = [httpx.Response(504, json={"error": "upstream timed out"})]
+    with pytest.raises(ProviderTimeout, match="gateway timed out"):
+        client.request("POST", "/jobs")
+    assert sent == ["POST"]
+    # Retry-After in milliseconds or as a date; x-should-retry: false is obeyed.
+    slept.clear()
+    answers[:] = [httpx.Response(429, headers={"retry-after-ms": "250"}), ok]
+    client.request("POST", "/jobs")
+    assert slept == [0.25]
+    answers[:] = [httpx.Response(503, headers={"x-should-retry": "false"}, json={"error": "no"})]
+    with pytest.raises(ServerError, match="after 1 tries"):
+        client.request("POST", "/jobs")
+
+
+def test_the_local_server_kind_is_remembered(monkeypatch: pytest.MonkeyPatch) -> None:
+    import httpx
+
+    from retouch import remote
+
+    probes: list[str] = []
+
+    def nobody(request: httpx.Request) -> httpx.Response:
+        probes.append(request.url.path)
+        return httpx.Response(404)
+
+    monkeypatch.setattr(remote, "_DETECTED", {})
+    transport = httpx.MockTransport(nobody)
+    assert remote.local_server_kind("http://sd", transport=transport) is None
+    assert remote.local_server_kind("http://sd", transport=transport) is None
+    assert probes == ["/sdapi/v1/options", "/system_stats"]  # not asked again at once
+    remote._DETECTED["http://sd"] = (None, 0.0)  # 30 s later
+    remote.local_server_kind("http://sd", transport=transport)
+    assert len(probes) == 4

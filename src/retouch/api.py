@@ -580,13 +580,16 @@ class Toolkit:
         seed: int | None = None,
         n: int = 1,
         mask: ImageSource | None = None,
+        width: int | None = None,
+        height: int | None = None,
         model: str | None = None,
         provider: str | None = None,
         options: Options = None,
         progress: ProgressCallback = no_progress,
     ) -> ImageResult:
         """Image-to-image edit by prompt (providers that declare ``edit``); with ``mask``,
-        only the masked area changes."""
+        only the masked area changes. ``width``/``height``: the result's size (default: the
+        input's)."""
         request = EditRequest(
             image=self.load(image),
             prompt=prompt,
@@ -595,6 +598,8 @@ class Toolkit:
             negative_prompt=negative_prompt,
             seed=seed,
             n=n,
+            width=width,
+            height=height,
             model=model,
             provider=provider,
             options=options,
@@ -609,18 +614,23 @@ class Toolkit:
         strength: float = 0.6,
         prompt: str | None = None,
         seed: int | None = None,
+        width: int | None = None,
+        height: int | None = None,
         model: str | None = None,
         provider: str | None = None,
         options: Options = None,
         progress: ProgressCallback = no_progress,
     ) -> ImageResult:
-        """``n`` variations of an image (providers that declare ``variations``)."""
+        """``n`` variations of an image (providers that declare ``variations``);
+        ``width``/``height``: their size (default: the input's)."""
         request = VariationsRequest(
             image=self.load(image),
             n=n,
             strength=strength,
             prompt=prompt,
             seed=seed,
+            width=width,
+            height=height,
             model=model,
             provider=provider,
             options=options,
@@ -669,6 +679,12 @@ class Toolkit:
             isinstance(request, (EraseRequest, InpaintRequest, EditRequest))
             and request.mask is not None
         ):
+            if isinstance(request, EditRequest) and (request.width or request.height):
+                raise InvalidRequest(
+                    "with a mask the result keeps the image's size; leave out width/height "
+                    "(or resize afterwards)",
+                    param="width" if request.width else "height",
+                )
             try:
                 mask = self.resolve_mask(request.image, request.mask, warnings)
                 mask_ops.check_selects(
@@ -754,6 +770,8 @@ class Toolkit:
                 size[0] + request.left + request.right,
                 size[1] + request.top + request.bottom,
             )
+        elif isinstance(request, (EditRequest, VariationsRequest)):
+            size = compose.output_size(request)
         if self.max_pixels is not None and size[0] * size[1] > self.max_pixels:
             raise ImageTooLarge(
                 f"the {request.operation} result would be {size[0]} x {size[1]} "
@@ -943,7 +961,23 @@ class Toolkit:
                 "box": list(box) if box else None,
             }
             return self._finish(result, picture, outputs, request, [], started, source_mode="L")
-        outputs = [_restore_format(picture, out.pixels) for out in result.images]
+        outputs = [out.pixels for out in result.images]
+        if isinstance(request, (EditRequest, VariationsRequest)):
+            # The requested size: made by the provider when it could, else resized here.
+            target = compose.output_size(request)
+            if any((o.shape[1], o.shape[0]) != target for o in outputs):
+                service = [int(outputs[0].shape[1]), int(outputs[0].shape[0])]
+                outputs = [compose.resize_pixels(o, target) for o in outputs]
+                result.usage = {
+                    **result.usage,
+                    "output_size": {
+                        "width": target[0],
+                        "height": target[1],
+                        "by": "resize",
+                        "service_size": service,
+                    },
+                }
+        outputs = [_restore_format(picture, pixels) for pixels in outputs]
         return self._finish(result, picture, outputs, request, [], started)
 
     def _finish(

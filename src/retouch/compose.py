@@ -78,6 +78,17 @@ def scaled_size(
     return max(1, round(w * scale)), max(1, round(h * scale))
 
 
+def output_size(request: object) -> tuple[int, int]:
+    """The (width, height) of an edit or variations result: the input's, or the request's
+    ``width``/``height`` (one alone keeps the aspect ratio)."""
+    width = getattr(request, "width", None)
+    height = getattr(request, "height", None)
+    size: tuple[int, int] = request.image.size  # type: ignore[attr-defined]
+    if width is None and height is None:
+        return size
+    return scaled_size(size, scale=None, width=width, height=height)
+
+
 def fitted_size(
     size: tuple[int, int],
     *,

@@ -32,6 +32,7 @@ BUILTIN: Mapping[str, str] = {
     "replicate": "retouch.providers.replicate:ReplicateProvider",
     "vertex": "retouch.providers.vertex:VertexProvider",
     "comfyui": "retouch.providers.comfyui:ComfyUIProvider",
+    "firefly": "retouch.providers.firefly:FireflyProvider",
     "diffusers": "retouch.providers.diffusion:DiffusersProvider",
 }
 

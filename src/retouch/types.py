@@ -368,6 +368,13 @@ def _size(what: str) -> Any:
     return param(None, low=1, metavar="PX", help=what)
 
 
+def _output_side(side: str) -> Any:
+    return _size(
+        f"output {side} (default: the input's; alone keeps the aspect ratio); made by the "
+        "provider when it can, else the result is resized (the result says which)"
+    )
+
+
 # --- requests -----------------------------------------------------------------------------
 
 Options = Union[Mapping[str, Any], object, None]  # noqa: UP007 - a runtime alias
@@ -466,6 +473,8 @@ class EditRequest:
     n: int = _n()
     seed: int | None = _seed()
     feather: int = _feather(8, "with a mask: soften the mask edge inwards by PX")
+    width: int | None = _output_side("width")
+    height: int | None = _output_side("height")
     model: str | None = _model()
     provider: str | None = _provider()
     options: Options = _options()
@@ -483,6 +492,8 @@ class VariationsRequest:
     strength: float = _strength(0.6, "how far each variation may move from the input (0..1)")
     prompt: str | None = _prompt(False, "steer the variations (providers that take prompts)")
     seed: int | None = _seed()
+    width: int | None = _output_side("width")
+    height: int | None = _output_side("height")
     model: str | None = _model()
     provider: str | None = _provider()
     options: Options = _options()

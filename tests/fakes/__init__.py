@@ -32,3 +32,11 @@ def live(app: Any) -> Iterator[str]:
     finally:
         server.should_exit = True
         thread.join(10)
+
+
+def toolkit_with(**providers: Any) -> Any:
+    """A Toolkit whose only providers are ``providers`` (instances wired to fakes)."""
+    from retouch.api import Toolkit
+    from retouch.registry import Registry
+
+    return Toolkit(registry=Registry(providers, builtins=False, entry_points=False))
