@@ -82,6 +82,7 @@ def test_a_new_field_appears_in_cli_openapi_and_operations(
         body = spec["paths"]["/v1/resize"]["post"]["requestBody"]["content"]
         for media in ("multipart/form-data", "application/json"):
             prop = body[media]["schema"]["properties"]["sharpness"]
+            prop = prop["anyOf"][0] if "anyOf" in prop else prop  # JSON: the value or null
             assert prop["minimum"] == 0 and prop["maximum"] == 1
         listed = client.get("/v1/operations").json()["data"]
         resize = next(o for o in listed if o["name"] == "resize")
