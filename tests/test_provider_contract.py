@@ -12,6 +12,7 @@ from retouch.errors import UnsupportedOperation
 from retouch.imageio import picture_from_array
 from retouch.types import (
     OPERATIONS,
+    AdjustRequest,
     EditRequest,
     EraseRequest,
     InpaintRequest,
@@ -57,6 +58,7 @@ BUILDERS: dict[Operation, Callable[[int | None], Request]] = {
     "remove-background": lambda seed: RemoveBackgroundRequest(image=_photo()),
     "restore-faces": lambda seed: RestoreFacesRequest(image=_photo()),
     "stylize": lambda seed: StylizeRequest(image=_photo(), style="style-3"),
+    "adjust": lambda seed: AdjustRequest(image=_photo(), white_balance="grey-world"),
     "mask": lambda seed: MaskRequest(image=_photo(), kind="subject"),
 }
 EXPECTED_SIZE: dict[Operation, tuple[int, int]] = {

@@ -5,7 +5,7 @@
     result.save("photo-clean.jpg")
 
 The module-level helpers (erase, inpaint, outpaint, edit, variations, upscale, resize,
-remove_background, restore_faces, stylize, subject_mask, run, operations) are the methods of
+adjust, remove_background, restore_faces, stylize, subject_mask, run, operations) are the methods of
 a default ``Toolkit``, created on first use. Importing retouch loads no model runtime.
 """
 
@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     outpaint = _default.outpaint
     upscale = _default.upscale
     resize = _default.resize
+    adjust = _default.adjust
     remove_background = _default.remove_background
     subject_mask = _default.subject_mask
     stylize = _default.stylize
@@ -38,6 +39,7 @@ __all__ = [
     "ImageResult",
     "Toolkit",
     "__version__",
+    "adjust",
     "default_toolkit",
     "edit",
     "erase",
@@ -55,6 +57,7 @@ __all__ = [
 ]
 
 _HELPERS = {
+    "adjust",
     "erase",
     "inpaint",
     "outpaint",

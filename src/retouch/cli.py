@@ -117,7 +117,7 @@ def _common(parser: argparse.ArgumentParser, *, output: bool = True) -> None:
         parser.add_argument(
             "-o",
             "--output",
-            type=Path,
+            type=str,  # not Path: a trailing / (a folder to be made) must survive parsing
             help="output file, or a folder for a folder of inputs "
             "(default: INPUT.<op>.<ext> beside the input)",
         )
@@ -162,7 +162,11 @@ EXAMPLES: dict[str, str] = {
     "upscale": "examples:\n  retouch upscale photo.jpg -o big.jpg\n"
     "  retouch upscale photo.jpg --scale 2 --model x4plus -o big.png\n"
     "  retouch upscale photos/ -o photos-4x/          # a folder, skipping done files",
-    "resize": "example: retouch resize big.png --max-size 1600 -o web.webp --quality 85",
+    "resize": "examples:\n  retouch resize big.png --max-size 1600 -o web.webp --quality 85\n"
+    "  retouch resize shots/ --max-width 1920 --max-height 1080 -o web/  # 1920x1080> (shrink only)",
+    "adjust": "examples:\n  retouch adjust photo.jpg --white-balance grey-world --auto-contrast -o fixed.jpg\n"
+    "  retouch adjust shot.png --match-image reference.jpg -o matched.png\n"
+    "  retouch adjust dull.jpg --saturation 1.2 --gamma 1.1 -o vivid.jpg",
     "remove-background": "examples:\n  retouch remove-bg product.jpg -o product.png\n"
     "  retouch remove-bg portrait.jpg --bg-blur 25 -o portrait-blur.jpg\n"
     "  retouch remove-bg shots/ -o cutouts/          # a folder, skipping done files",

@@ -25,6 +25,7 @@ BUILTIN: Mapping[str, str] = {
     "u2net": "retouch.providers.u2net:U2NetProvider",
     "lama": "retouch.providers.lama:LamaProvider",
     "stylize": "retouch.providers.stylize:StylizeProvider",
+    "adjust": "retouch.providers.adjust:AdjustProvider",
     "openai": "retouch.providers.openai:OpenAIProvider",
     "stability": "retouch.providers.stability:StabilityProvider",
     "automatic1111": "retouch.providers.automatic1111:Automatic1111Provider",
