@@ -312,6 +312,9 @@ def build_parser(toolkit: Toolkit | None = None) -> argparse.ArgumentParser:
         add_operation(sub, operation, request_type, toolkit.option_fields(operation))
     _mask_parser(sub)
     _models_parser(sub)
+    from retouch.batch.commands import add_parsers as add_batch_parsers
+
+    add_batch_parsers(sub)  # batch, recipe
 
     serve = sub.add_parser(
         "serve",
@@ -836,11 +839,25 @@ def cmd_models(args: argparse.Namespace) -> int:
     return 0 if all(ok for _, ok, _ in results) else 14
 
 
+def cmd_batch(args: argparse.Namespace) -> int:
+    from retouch.batch.commands import cmd_batch as run
+
+    return run(args, _toolkit(args))
+
+
+def cmd_recipe(args: argparse.Namespace) -> int:
+    from retouch.batch.commands import cmd_recipe as run
+
+    return run(args, _toolkit(args))
+
+
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "mask": cmd_mask,
     "providers": cmd_providers,
     "serve": cmd_serve,
     "models": cmd_models,
+    "batch": cmd_batch,
+    "recipe": cmd_recipe,
 }
 
 
