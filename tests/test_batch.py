@@ -416,3 +416,33 @@ def test_report_summarises_a_log(tmp_path: Path, capsys: pytest.CaptureFixture[s
     assert found["items"] == {"done": 3, "skipped": 0, "failed": 1}
     assert [s["ok"] for s in found["steps"]] == [3, 3]
     assert [s["failed"] for s in found["steps"]] == [2, 0]  # the broken file, in both runs
+
+
+def test_a_moved_project_resumes_where_it_was(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    project = tmp_path / "project"
+    images = make_photos(project / "images", 3, (40, 30))
+    (project / "masks").mkdir()
+    rows = ["image,mask"]
+    for image in images:
+        Image.fromarray(box_mask((30, 40), (5, 5, 20, 15))).save(project / "masks" / image.name)
+        rows.append(f"images/{image.name},masks/{image.name}")
+    (project / "list.csv").write_text("\n".join(rows) + "\n")
+    write(project / "erase.yaml", "steps:\n  - operation: erase\n    method: telea\n")
+    argv = ["batch", "erase.yaml", "list.csv", "-o", "out", "--json"]
+    here = Path.cwd()
+    try:
+        os.chdir(project)
+        code, out, _ = run(argv, capsys)
+        assert code == 0 and json.loads(out)["done"] == 3
+        moved = project.rename(tmp_path / "elsewhere")
+        os.chdir(moved)
+        code, out, _ = run(argv, capsys)
+        assert code == 0 and json.loads(out)["skipped"] == 3  # keys hold file contents, not paths
+        Image.fromarray(box_mask((30, 40), (2, 2, 30, 25))).save(moved / "masks" / images[1].name)
+        code, out, _ = run(argv, capsys)  # a changed mask: that item's output is not its own
+        assert code == 1 and json.loads(out)["skipped"] == 2
+        assert "OutputExists" in out
+    finally:
+        os.chdir(here)

@@ -183,6 +183,8 @@ def cmd_batch(args: argparse.Namespace, toolkit: Toolkit) -> int:
         raise InvalidRequest("give the output folder with -o OUTDIR")
     if args.jobs < 1:
         raise InvalidRequest(f"--jobs must be at least 1, got {args.jobs}")
+    if args.ray_actors is not None and args.ray_actors < 1:
+        raise InvalidRequest(f"--ray-actors must be at least 1, got {args.ray_actors}")
     recipe = load_recipe(args.recipe, toolkit)
     output = Path(args.output)
     items = collect(args.inputs, exclude=output)

@@ -290,24 +290,23 @@ def start(ctx: BatchContext, toolkit: Toolkit, plan_: ItemPlan) -> ItemState:
     item = plan_.item
     try:
         state.input_sha256 = _digest_of(item.image)
-        files: dict[str, str] = {}
-        for names, values in zip(_file_fields(toolkit, ctx.recipe), plan_.values, strict=True):
-            for name in sorted(names & set(values)):
-                path = _local_file(values[name])
+        # files (a row's mask, a background) count by their content, not their path: a
+        # project moved to another folder keeps its keys
+        values: list[dict[str, Any]] = []
+        for names, given in zip(_file_fields(toolkit, ctx.recipe), plan_.values, strict=True):
+            step_values = dict(given)
+            for name in names & set(given):
+                path = _local_file(given[name])
                 if path is not None:
-                    files[path] = _digest_of(path)
+                    step_values[name] = {"sha256": _digest_of(path)}
+            values.append(step_values)
     except OSError as exc:
         return _fail_early(
             ctx, state, InvalidImage(f"{item.image}: cannot read it ({exc.strerror})")
         )
     state.key = hashlib.sha256(
         json.dumps(
-            {
-                "recipe": ctx.recipe.digest,
-                "input": state.input_sha256,
-                "files": sorted(files.values()),
-                "values": [dict(v) for v in plan_.values],
-            },
+            {"recipe": ctx.recipe.digest, "input": state.input_sha256, "values": values},
             sort_keys=True,
             default=str,
         ).encode()
@@ -322,8 +321,9 @@ def start(ctx: BatchContext, toolkit: Toolkit, plan_: ItemPlan) -> ItemState:
             ctx,
             state,
             OutputExists(
-                f"{foreign[0]} exists and was not made by this recipe from this input; "
-                "pass --force to replace it, or choose another output folder"
+                f"{foreign[0]} exists and was not made by this recipe from this input (its "
+                "image, mask and row values); pass --force to replace it, or choose another "
+                "output folder"
             ),
         )
     if existing and len(existing) == len(plan_.files):
