@@ -213,6 +213,17 @@ steps:
         )
 
 
+def test_literal_values_beside_references_are_checked_without_a_manifest(tmp_path: Path) -> None:
+    text = 'steps:\n  - operation: adjust\n    gamma: "${row.g}"\n    saturation: 9\n'
+    with pytest.raises(RecipeError, match=r"step 1 \(adjust\): saturation must be 0\.\.4, got 9"):
+        load_recipe(write(tmp_path / "r.yaml", text), TOOLKIT)
+    text = 'steps:\n  - operation: adjust\n    gama: "${row.g}"\n'
+    with pytest.raises(RecipeError, match=r"adjust: unknown field\(s\) gama"):
+        load_recipe(write(tmp_path / "r.yaml", text), TOOLKIT)
+    text = 'steps:\n  - operation: adjust\n    gamma: "${row.g}"\n'
+    assert load_recipe(write(tmp_path / "r.yaml", text), TOOLKIT).references() == ["g"]
+
+
 def test_a_recipe_alone_leaves_per_row_fields_to_the_manifest(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

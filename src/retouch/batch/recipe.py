@@ -350,19 +350,29 @@ def _did_you_mean(word: str, choices: Sequence[str]) -> str:
 # --- values for one row ----------------------------------------------------------------------
 
 
+def _refers(value: Any) -> bool:
+    return isinstance(value, str) and _REFERENCE.search(value) is not None
+
+
 def step_values(
     recipe: Recipe,
     step: Step,
     toolkit: Toolkit,
-    row: Mapping[str, Any],
+    row: Mapping[str, Any] | None,
     row_folder: Path | None,
     row_label: str = "",
 ) -> dict[str, Any]:
     """The step's flat field values for one manifest row: references resolved, columns named
-    after a field filled in, relative paths made absolute. No image is read."""
+    after a field filled in, relative paths made absolute. No image is read. ``row`` None:
+    no row known yet, and values that refer to one are left as written."""
     specs = _specs(step.operation, toolkit)
     where = f"{recipe.source}: {step.label}{row_label}"
     values: dict[str, Any] = {}
+    if row is None:
+        return {
+            name: raw if _refers(raw) else _absolute(specs.get(name), raw, recipe.folder)
+            for name, raw in step.values.items()
+        }
     for name, raw in step.values.items():
         value = _resolve(raw, row, where, name)
         values[name] = _absolute(
@@ -459,12 +469,13 @@ def _check_step(
     read (and refused, per item) when the item runs."""
     where = f"{recipe.source}: {step.label}{row_label}"
     alone = seen is None
-    try:
+    if alone:  # no manifest yet: a value that refers to a column is checked per row later
+        values = {
+            name: None if _refers(step.values.get(name)) else value
+            for name, value in step_values(recipe, step, toolkit, None, None).items()
+        }
+    else:
         values = step_values(recipe, step, toolkit, row, folder, row_label)
-    except RecipeError:
-        if alone:
-            return  # a reference to a column: checked per row once the manifest is known
-        raise
     if "image" in values:
         raise RecipeError(
             f"{where}: image is the batch's input (or the previous step's output); leave it out"
@@ -503,13 +514,27 @@ def _check_step(
             seen.add(signature)
     except InvalidRequest as exc:
         text = str(exc)
+        if alone and _may_come_from_a_row(exc, step, specs):
+            return  # checked again for each row, with the row's values
         if "missing" in text:
-            if alone:
-                return  # e.g. erase's mask or inpaint's prompt: a manifest column may give it
             text += "; set it in the step or give a manifest with a column of that name"
         raise RecipeError(f"{where}: {text}", param=exc.param) from None
     except RetouchError as exc:
         raise RecipeError(f"{where}: {exc}") from None
+
+
+def _may_come_from_a_row(exc: InvalidRequest, step: Step, specs: Mapping[str, FieldSpec]) -> bool:
+    """Without a manifest: could a row's values cure this? A missing field (a column may
+    give it), or a fault in a field the step leaves to a column (``${row.X}``, or unset)
+    when the step refers to columns; never a fault in a value the recipe itself gives."""
+    if "missing" in str(exc):
+        return True
+    if not any(_refers(value) for value in step.values.values()):
+        return False
+    name = exc.param
+    if name is None or name not in step.values:
+        return True
+    return name in specs and _refers(step.values[name])
 
 
 def _check_file(value: Any, name: str, where: str) -> None:
