@@ -17,6 +17,7 @@ retouch (with the same providers and models) installed on every node.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import pickle
@@ -26,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from retouch.errors import DependencyMissing
+from retouch.errors import ConfigurationError, DependencyMissing
 
 if TYPE_CHECKING:
     from retouch.api import Toolkit
@@ -41,15 +42,16 @@ def _toolkit_factory(toolkit: Toolkit) -> Callable[[], Toolkit]:
     return functools.partial(Toolkit, max_pixels=toolkit.max_pixels)
 
 
-def _read(batch: dict[str, Any], factory: Callable[[], Toolkit]) -> dict[str, Any]:
-    """Decode each input; one that does not decode is left for step 1 to report (the same
-    audit line as the local engine)."""
-    toolkit = factory()
+def _read(batch: dict[str, Any], max_pixels: int | None) -> dict[str, Any]:
+    """Decode each input (as ``Toolkit.load`` does); one that does not decode is left for
+    step 1 to report, so its audit line is the local engine's."""
+    from retouch import imageio
+
     out = []
     for blob in batch["state"]:
         state: ItemState = pickle.loads(blob)
         try:
-            state.picture = toolkit.load(state.plan.item.image)
+            state.picture = imageio.load_image(state.plan.item.image, max_pixels=max_pixels)
         except Exception:  # step 1 reads it again and records why it failed
             state.picture = None
         out.append(pickle.dumps(state))
@@ -64,10 +66,12 @@ class StepWorker:
         self.step = ctx.recipe.steps[number - 1]
         self.toolkit = factory()
         provider = self.step.values.get("provider")
-        # resolve the provider now (imports its runtime); its model loads with the first item
-        self.toolkit.provider_for(
-            self.step.operation, provider if isinstance(provider, str) else None
-        )
+        # resolve the provider now (imports its runtime); its model loads with the first item.
+        # Not here on this node: each item's step fails and says why.
+        with contextlib.suppress(Exception):
+            self.toolkit.provider_for(
+                self.step.operation, provider if isinstance(provider, str) else None
+            )
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
         from retouch.batch.engine import run_step
@@ -103,12 +107,19 @@ def run_on_ray(
     logging.getLogger("ray.data").setLevel(logging.WARNING)
     started_here = not ray.is_initialized()
     if started_here:
-        ray.init(
-            address=ctx.options.ray_address,
-            include_dashboard=False,
-            log_to_driver=False,
-            logging_level=logging.WARNING,
-        )
+        try:
+            ray.init(
+                address=ctx.options.ray_address,
+                include_dashboard=False,
+                log_to_driver=False,
+                logging_level=logging.WARNING,
+            )
+        except Exception as exc:
+            where = ctx.options.ray_address or "a local Ray instance"
+            raise ConfigurationError(
+                f"could not start or join {where}: {exc}; check --ray-address, or run "
+                "without --engine ray"
+            ) from exc
     try:
         data_context = ray.data.DataContext.get_current()
         data_context.enable_progress_bars = False
@@ -121,7 +132,7 @@ def run_on_ray(
         share = max(0.01, min(1.0, cpus / (steps * actors + actors)))
         dataset = ray.data.from_items([{"state": pickle.dumps(s)} for s in todo])
         dataset = dataset.map_batches(
-            _read, fn_kwargs={"factory": make}, batch_size=1, num_cpus=share
+            _read, fn_kwargs={"max_pixels": toolkit.max_pixels}, batch_size=1, num_cpus=share
         )
         for step in ctx.recipe.steps:
             dataset = dataset.map_batches(
