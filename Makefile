@@ -19,7 +19,7 @@ $(VENV)/.demo: $(BIN)/python pyproject.toml
 # several GB of CUDA packages. The diffusion extra's torch>=2.1 is then already satisfied.
 $(VENV)/.dev: $(BIN)/python pyproject.toml
 	$(BIN)/pip install -q "torch==2.13.0"
-	$(BIN)/pip install -q -e ".[dev]"
+	$(BIN)/pip install -q -e ".[dev,ray]"
 	touch $@
 
 demo: $(VENV)/.demo

@@ -110,6 +110,19 @@ def test_target_sizes() -> None:
     assert compose.scaled_size((100, 50), scale=None, width=300) == (300, 150)
     assert compose.fitted_size((4000, 3000), max_size=1000) == (1000, 750)
     assert compose.fitted_size((400, 300), max_size=1000) == (400, 300)
+    # ImageMagick's 1920x> / x1080> / 1920x1080>: shrink only, aspect kept
+    assert compose.fitted_size((4000, 3000), max_size=None, max_width=1920) == (1920, 1440)
+    assert compose.fitted_size((1000, 3000), max_size=None, max_width=1920) == (1000, 3000)
+    assert compose.fitted_size((4000, 3000), max_size=None, max_height=1080) == (1440, 1080)
+    assert compose.fitted_size((4000, 3000), max_size=None, max_width=1920, max_height=1080) == (
+        1440,
+        1080,
+    )
+    assert compose.fitted_size((4000, 1000), max_size=2000, max_height=1080) == (2000, 500)
+    with pytest.raises(InvalidRequest, match="not both"):
+        compose.fitted_size((400, 300), max_size=None, width=100, max_width=50)
+    with pytest.raises(InvalidRequest, match="max_width"):
+        compose.fitted_size((400, 300), max_size=None)
     for bad in (0, -1, 17):
         with pytest.raises(InvalidRequest, match="scale"):
             compose.scaled_size((10, 10), scale=bad)

@@ -21,6 +21,7 @@ from retouch.imageio import picture_from_array
 from retouch.models.store import ModelStore
 from retouch.types import (
     OPERATIONS,
+    AdjustRequest,
     EditRequest,
     EraseRequest,
     InpaintRequest,
@@ -81,6 +82,7 @@ BUILDERS: dict[Operation, Callable[[int | None, OperationSpec], Request]] = {
     "remove-background": lambda seed, _: RemoveBackgroundRequest(image=_photo()),
     "restore-faces": lambda seed, _: RestoreFacesRequest(image=_photo()),
     "stylize": _stylize_request,
+    "adjust": lambda seed, _: AdjustRequest(image=_photo(), white_balance="grey-world"),
     "mask": _mask_request,
 }
 EXPECTED_SIZE: dict[Operation, tuple[int, int]] = {

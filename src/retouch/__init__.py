@@ -5,8 +5,11 @@
     result.save("photo-clean.jpg")
 
 The module-level helpers (erase, inpaint, outpaint, edit, variations, upscale, resize,
-remove_background, restore_faces, stylize, subject_mask, run, operations) are the methods of
+adjust, remove_background, restore_faces, stylize, subject_mask, run, operations) are the methods of
 a default ``Toolkit``, created on first use. Importing retouch loads no model runtime.
+``retouch.amap`` / ``retouch.map`` run one operation over many items concurrently and
+``retouch.AsyncToolkit`` has every operation as a coroutine (``retouch.aio``); recipes and
+batches are in ``retouch.batch``.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from retouch._version import __version__
 
 if TYPE_CHECKING:
+    from retouch.aio import AsyncToolkit, amap, map
     from retouch.api import Toolkit
     from retouch.results import ImageResult
 
@@ -25,6 +29,7 @@ if TYPE_CHECKING:
     outpaint = _default.outpaint
     upscale = _default.upscale
     resize = _default.resize
+    adjust = _default.adjust
     remove_background = _default.remove_background
     subject_mask = _default.subject_mask
     stylize = _default.stylize
@@ -35,13 +40,17 @@ if TYPE_CHECKING:
     operations = _default.describe_operations
 
 __all__ = [
+    "AsyncToolkit",
     "ImageResult",
     "Toolkit",
     "__version__",
+    "adjust",
+    "amap",
     "default_toolkit",
     "edit",
     "erase",
     "inpaint",
+    "map",
     "operations",
     "outpaint",
     "remove_background",
@@ -55,6 +64,7 @@ __all__ = [
 ]
 
 _HELPERS = {
+    "adjust",
     "erase",
     "inpaint",
     "outpaint",
@@ -90,6 +100,10 @@ def __getattr__(name: str) -> Any:
         from retouch.api import Toolkit
 
         return Toolkit
+    if name in ("AsyncToolkit", "amap", "map"):
+        from retouch import aio
+
+        return getattr(aio, name)
     if name == "ImageResult":
         from retouch.types import ImageResult
 

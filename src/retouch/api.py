@@ -47,6 +47,7 @@ from retouch.types import (
     DEFAULT_CROP_MARGIN,
     MASK_WORDS,
     REQUEST_TYPES,
+    AdjustRequest,
     EditRequest,
     EraseRequest,
     InpaintRequest,
@@ -506,12 +507,58 @@ class Toolkit:
         max_size: int | None = None,
         width: int | None = None,
         height: int | None = None,
+        max_width: int | None = None,
+        max_height: int | None = None,
         provider: str | None = None,
         progress: ProgressCallback = no_progress,
     ) -> ImageResult:
-        """Lanczos resize so the long side is at most ``max_size`` (or to width/height)."""
+        """Lanczos resize: shrink-only bounds (``max_size`` for the long side, ``max_width``,
+        ``max_height``), or an exact ``width``/``height``."""
         request = ResizeRequest(
-            image=self.load(image), max_size=max_size, width=width, height=height, provider=provider
+            image=self.load(image),
+            max_size=max_size,
+            width=width,
+            height=height,
+            max_width=max_width,
+            max_height=max_height,
+            provider=provider,
+        )
+        return self.run(request, progress=progress)
+
+    def adjust(
+        self,
+        image: ImageSource,
+        *,
+        white_balance: str = "none",
+        auto_levels: bool = False,
+        auto_contrast: bool = False,
+        clip: float = 0.5,
+        match_image: ImageSource | None = None,
+        brightness: float = 0.0,
+        contrast: float = 1.0,
+        saturation: float = 1.0,
+        gamma: float = 1.0,
+        provider: str | None = None,
+        options: Options = None,
+        progress: ProgressCallback = no_progress,
+    ) -> ImageResult:
+        """Colour and tone, in this order: ``white_balance`` (``grey-world``,
+        ``white-patch``), ``auto_levels`` (per channel) or ``auto_contrast`` (all channels
+        together), the colours of ``match_image``, then ``brightness``, ``contrast``,
+        ``saturation`` and ``gamma``. Alpha and 16 bit are kept."""
+        request = AdjustRequest(
+            image=self.load(image),
+            white_balance=white_balance,
+            auto_levels=auto_levels,
+            auto_contrast=auto_contrast,
+            clip=clip,
+            match_image=self.load(match_image) if match_image is not None else None,
+            brightness=brightness,
+            contrast=contrast,
+            saturation=saturation,
+            gamma=gamma,
+            provider=provider,
+            options=options,
         )
         return self.run(request, progress=progress)
 
@@ -763,7 +810,12 @@ class Toolkit:
             )
         elif isinstance(request, ResizeRequest):
             size = compose.fitted_size(
-                size, max_size=request.max_size, width=request.width, height=request.height
+                size,
+                max_size=request.max_size,
+                width=request.width,
+                height=request.height,
+                max_width=request.max_width,
+                max_height=request.max_height,
             )
         elif isinstance(request, OutpaintRequest):
             size = (

@@ -95,7 +95,7 @@ def _common(parser: argparse.ArgumentParser, *, output: bool = True) -> None:
         parser.add_argument(
             "-o",
             "--output",
-            type=Path,
+            type=str,  # not Path: a trailing / (a folder to be made) must survive parsing
             help="output file, or a folder for a folder of inputs "
             "(default: INPUT.<op>.<ext> beside the input)",
         )
@@ -140,7 +140,11 @@ EXAMPLES: dict[str, str] = {
     "upscale": "examples:\n  retouch upscale photo.jpg -o big.jpg\n"
     "  retouch upscale photo.jpg --scale 2 --model x4plus -o big.png\n"
     "  retouch upscale photos/ -o photos-4x/          # a folder, skipping done files",
-    "resize": "example: retouch resize big.png --max-size 1600 -o web.webp --quality 85",
+    "resize": "examples:\n  retouch resize big.png --max-size 1600 -o web.webp --quality 85\n"
+    "  retouch resize shots/ --max-width 1920 --max-height 1080 -o web/  # 1920x1080> (shrink only)",
+    "adjust": "examples:\n  retouch adjust photo.jpg --white-balance grey-world --auto-contrast -o fixed.jpg\n"
+    "  retouch adjust shot.png --match-image reference.jpg -o matched.png\n"
+    "  retouch adjust dull.jpg --saturation 1.2 --gamma 1.1 -o vivid.jpg",
     "remove-background": "examples:\n  retouch remove-bg product.jpg -o product.png\n"
     "  retouch remove-bg portrait.jpg --bg-blur 25 -o portrait-blur.jpg\n"
     "  retouch remove-bg shots/ -o cutouts/          # a folder, skipping done files",
@@ -310,6 +314,9 @@ def build_parser(toolkit: Toolkit | None = None) -> argparse.ArgumentParser:
     for operation, request_type in toolkit.operations.items():
         add_operation(sub, operation, request_type, toolkit)
     _models_parser(sub)
+    from retouch.batch.commands import add_parsers as add_batch_parsers
+
+    add_batch_parsers(sub)  # batch, recipe
 
     serve = sub.add_parser(
         "serve",
@@ -723,10 +730,24 @@ def cmd_models(args: argparse.Namespace) -> int:
     return 0 if all(ok for _, ok, _ in results) else 14
 
 
+def cmd_batch(args: argparse.Namespace) -> int:
+    from retouch.batch.commands import cmd_batch as run
+
+    return run(args, _toolkit(args))
+
+
+def cmd_recipe(args: argparse.Namespace) -> int:
+    from retouch.batch.commands import cmd_recipe as run
+
+    return run(args, _toolkit(args))
+
+
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "providers": cmd_providers,
     "serve": cmd_serve,
     "models": cmd_models,
+    "batch": cmd_batch,
+    "recipe": cmd_recipe,
 }
 
 

@@ -95,14 +95,37 @@ def fitted_size(
     max_size: int | None,
     width: int | None = None,
     height: int | None = None,
+    max_width: int | None = None,
+    max_height: int | None = None,
 ) -> tuple[int, int]:
-    """Target (width, height) so the long side is at most ``max_size`` (never enlarges)."""
+    """Target (width, height) of a resize.
+
+    ``width``/``height``: that exact size (one alone keeps the aspect ratio). Otherwise the
+    shrink-only bounds, any combination: the long side at most ``max_size``, the width at most
+    ``max_width``, the height at most ``max_height`` (ImageMagick's ``1920x1080>``); the
+    aspect ratio is kept and the image is never enlarged."""
+    bounds = {"max_size": max_size, "max_width": max_width, "max_height": max_height}
     if width or height:
+        given = [name for name, value in bounds.items() if value is not None]
+        if given:
+            raise InvalidRequest(
+                f"give an exact width/height or shrink-only bounds ({', '.join(given)}), not both",
+                param=given[0],
+            )
         return scaled_size(size, scale=None, width=width, height=height)
-    if max_size is None:
-        raise InvalidRequest("resize needs max_size, or width and/or height")
-    _check_side(max_size, "max_size")
-    factor = min(1.0, max_size / max(size))
+    if all(value is None for value in bounds.values()):
+        raise InvalidRequest(
+            "resize needs max_size, max_width or max_height (shrink only), or width and/or height"
+        )
+    factor = 1.0
+    for name, value, side in (
+        ("max_size", max_size, max(size)),
+        ("max_width", max_width, size[0]),
+        ("max_height", max_height, size[1]),
+    ):
+        if value is not None:
+            _check_side(value, name)
+            factor = min(factor, value / side)
     return max(1, round(size[0] * factor)), max(1, round(size[1] * factor))
 
 

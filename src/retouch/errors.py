@@ -21,6 +21,7 @@ RetouchError
  |    +-- ProviderTimeout
  |    +-- ServerError
  +-- Cancelled                 a progress callback asked to stop
+ +-- CheckFailed               a batch quality check failed on an output (retouch.batch)
  +-- ConfigurationError        providers registered twice, a plugin that does not load
 ```
 
@@ -138,6 +139,10 @@ class ServerError(ProviderError):
 
 class Cancelled(RetouchError):
     """The work was cancelled by a progress callback."""
+
+
+class CheckFailed(RetouchError):
+    """A quality check a batch recipe asks for failed on an output (the item fails)."""
 
 
 class ConfigurationError(RetouchError):

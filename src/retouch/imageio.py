@@ -447,9 +447,52 @@ def encode_image(
         kwargs["method"] = 4
         if quality == 100:
             kwargs["lossless"] = True
+        if text:
+            kwargs["xmp"] = xmp_packet(text)
     buffer = io.BytesIO()
     im.save(buffer, format=fmt, **kwargs)
     return buffer.getvalue()
+
+
+XMP_NAMESPACE = "https://retouch.invalid/ns/1.0/"
+
+
+def xmp_packet(text: str) -> bytes:
+    """An XMP packet holding retouch's parameters (WebP has no text chunk; XMP is its place)."""
+    from xml.sax.saxutils import escape
+
+    return (
+        '<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF '
+        'xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#"><rdf:Description rdf:about="" '
+        f'xmlns:retouch="{XMP_NAMESPACE}"><retouch:parameters>{escape(text)}'
+        "</retouch:parameters></rdf:Description></rdf:RDF></x:xmpmeta>"
+    ).encode()
+
+
+def _parameters_from_xmp(xmp: bytes | str) -> str | None:
+    import xml.etree.ElementTree as ElementTree
+
+    try:
+        root = ElementTree.fromstring(xmp)
+    except ElementTree.ParseError:
+        return None
+    found = root.find(f".//{{{XMP_NAMESPACE}}}parameters")
+    return found.text if found is not None else None
+
+
+MEDIA_TYPES = {
+    "PNG": "image/png",
+    "JPEG": "image/jpeg",
+    "WEBP": "image/webp",
+    "TIFF": "image/tiff",
+    "BMP": "image/bmp",
+}
+
+
+def data_uri(data: bytes, fmt: str) -> str:
+    """Encoded image bytes as a ``data:`` URI (``fmt``: PNG, JPEG, WEBP...)."""
+    media = MEDIA_TYPES.get(fmt.upper().replace("JPG", "JPEG"), "application/octet-stream")
+    return f"data:{media};base64," + base64.b64encode(data).decode("ascii")
 
 
 def _profile_colour_space(icc: bytes) -> str | None:
@@ -589,15 +632,31 @@ def save_result(
     targets = output_paths(path, len(result.images))
     for target in targets:
         check_output(target, overwrite=overwrite)
-    for image, target in zip(result.images, targets, strict=True):
-        parameters = dict(
-            result.parameters, seed=image.seed, provider=result.provider, model=result.model
-        )
-        data = encode_image(
-            image, format_for(target), parameters=parameters, quality=quality, name=str(target)
-        )
+    for index, target in enumerate(targets):
+        data = encode_result(result, index, format_for(target), quality=quality, name=str(target))
         write_bytes_atomic(target, data, overwrite=overwrite)
     return targets
+
+
+def encode_result(
+    result: ImageResult,
+    index: int,
+    fmt: str,
+    *,
+    quality: int | None = None,
+    name: str = "output",
+    extra: dict[str, Any] | None = None,
+) -> bytes:
+    """One image of a result, encoded with the result's parameters (and ``extra``) inside."""
+    image = result.images[index]
+    parameters = dict(
+        result.parameters,
+        seed=image.seed,
+        provider=result.provider,
+        model=result.model,
+        **(extra or {}),
+    )
+    return encode_image(image, fmt, parameters=parameters, quality=quality, name=name)
 
 
 def save_image(
@@ -620,13 +679,18 @@ def save_image(
 
 
 def read_parameters(path: str | Path) -> dict[str, Any] | None:
-    """The parameters retouch wrote into a PNG (iTXt ``retouch``) or JPEG comment."""
+    """The parameters retouch wrote into a PNG (iTXt ``retouch``), a JPEG comment or a WebP's
+    XMP packet."""
     with Image.open(path) as im:
-        text = getattr(im, "text", {}).get("retouch") if im.format == "PNG" else None
+        text = None
+        if im.format == "PNG":  # before the pixels (as retouch writes it) it is in info
+            text = im.info.get("retouch") or getattr(im, "text", {}).get("retouch")
         if text is None and im.format == "JPEG":
             comment = im.info.get("comment", b"")
             if isinstance(comment, bytes) and comment.startswith(b"retouch "):
                 text = comment[len(b"retouch ") :].decode("utf-8")
+        if text is None and im.format == "WEBP" and im.info.get("xmp"):
+            text = _parameters_from_xmp(im.info["xmp"])
     if not text:
         return None
     loaded: dict[str, Any] = json.loads(text)

@@ -26,6 +26,7 @@ BUILTIN: Mapping[str, str] = {
     "masks": "retouch.providers.masks:MasksProvider",
     "lama": "retouch.providers.lama:LamaProvider",
     "stylize": "retouch.providers.stylize:StylizeProvider",
+    "adjust": "retouch.providers.adjust:AdjustProvider",
     "openai": "retouch.providers.openai:OpenAIProvider",
     "stability": "retouch.providers.stability:StabilityProvider",
     "automatic1111": "retouch.providers.automatic1111:Automatic1111Provider",

@@ -65,6 +65,22 @@ class ImageResult:
         """Write the images (``name.png``, then ``name-1.png``... when there are several)."""
         return imageio.save_result(self, path, overwrite=overwrite, quality=quality)
 
+    def encode(self, format: str = "png", *, index: int = 0, quality: int | None = None) -> bytes:
+        """One image as file bytes (``png``, ``jpeg``, ``webp``...), parameters inside."""
+        return imageio.encode_result(self, index, format, quality=quality)
+
+    def to_base64(self, format: str = "png", *, index: int = 0, quality: int | None = None) -> str:
+        """One image as base64 text (what JSON APIs carry)."""
+        import base64
+
+        return base64.b64encode(self.encode(format, index=index, quality=quality)).decode("ascii")
+
+    def to_data_uri(
+        self, format: str = "png", *, index: int = 0, quality: int | None = None
+    ) -> str:
+        """One image as a ``data:image/...;base64,`` URI (for HTML, notebooks and JSON)."""
+        return imageio.data_uri(self.encode(format, index=index, quality=quality), format)
+
     def metadata(self) -> dict[str, Any]:
         """JSON-ready description of the result (no pixels)."""
         return {

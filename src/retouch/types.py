@@ -42,6 +42,7 @@ if TYPE_CHECKING:
 __all__ = [
     "OPERATIONS",
     "REQUEST_TYPES",
+    "AdjustRequest",
     "EditRequest",
     "EraseRequest",
     "ImageResult",
@@ -87,6 +88,7 @@ Operation = Literal[
     "remove-background",
     "restore-faces",
     "stylize",
+    "adjust",
     "mask",
 ]
 OPERATIONS: tuple[Operation, ...] = (
@@ -100,6 +102,7 @@ OPERATIONS: tuple[Operation, ...] = (
     "remove-background",
     "restore-faces",
     "stylize",
+    "adjust",
     "mask",
 )
 
@@ -520,12 +523,25 @@ class UpscaleRequest:
 class ResizeRequest:
     operation: ClassVar[Operation] = "resize"
     summary: ClassVar[str] = (
-        "Lanczos resize so the longest side is at most max_size, or to width/height (one "
-        "alone keeps the aspect ratio)."
+        "Lanczos resize: shrink-only bounds (max_size for the longest side, max_width, "
+        "max_height; combine them freely), or an exact width/height (one alone keeps the "
+        "aspect ratio)."
     )
     image: Picture = _image()
     max_size: int | None = param(
         None, low=1, metavar="PX", help="longest side in pixels (never enlarges)"
+    )
+    max_width: int | None = param(
+        None,
+        low=1,
+        metavar="PX",
+        help="shrink only if wider than PX, keeping the aspect ratio (ImageMagick's 1920x>)",
+    )
+    max_height: int | None = param(
+        None,
+        low=1,
+        metavar="PX",
+        help="shrink only if taller than PX, keeping the aspect ratio (ImageMagick's x1080>)",
     )
     width: int | None = _size("target width")
     height: int | None = _size("target height")
@@ -605,6 +621,83 @@ class StylizeRequest:
     options: Options = _options()
 
 
+WHITE_BALANCES = ("none", "grey-world", "white-patch")
+
+
+@dataclass(frozen=True, kw_only=True)
+class AdjustRequest:
+    operation: ClassVar[Operation] = "adjust"
+    summary: ClassVar[str] = (
+        "Colour and tone: white balance, auto levels or auto contrast, match the colours of a "
+        "reference picture, then brightness, contrast, saturation and gamma (in that order). "
+        "Alpha and 16 bit kept; statistics use the visible pixels only."
+    )
+    image: Picture = _image()
+    white_balance: str = param(
+        "none",
+        choices=WHITE_BALANCES,
+        help="remove a colour cast: grey-world (the average becomes neutral) or white-patch "
+        "(the brightest pixels become white)",
+    )
+    auto_levels: bool = param(
+        False, help="stretch each channel to the full range (also removes a cast)"
+    )
+    auto_contrast: bool = param(
+        False, help="stretch all channels together to the full range (keeps the hues)"
+    )
+    clip: float = param(
+        0.5,
+        low=0.0,
+        high=10.0,
+        metavar="PERCENT",
+        help="with auto levels/contrast: percent of pixels clipped at each end (default 0.5)",
+    )
+    match_image: Picture | None = param(
+        None,
+        kind="image",
+        metavar="FILE",
+        help="match the colours (mean and spread in Lab) of this reference picture",
+    )
+    brightness: float = param(
+        0.0, low=-1.0, high=1.0, help="add this fraction of full white: -1..1 (default 0)"
+    )
+    contrast: float = param(
+        1.0, low=0.0, high=4.0, help="scale around mid-grey: 0 flat grey, 1 unchanged (default)"
+    )
+    saturation: float = param(
+        1.0, low=0.0, high=4.0, help="0 grey, 1 unchanged (default), 2 twice as vivid"
+    )
+    gamma: float = param(
+        1.0,
+        low=0.1,
+        high=10.0,
+        help="above 1 brightens the mid-tones, below 1 darkens them (out = in^(1/gamma))",
+    )
+    provider: str | None = _provider()
+    options: Options = _options()
+
+    def __post_init__(self) -> None:
+        # Refused when built (CLI, HTTP, recipes alike), before any image is read.
+        if self.auto_levels and self.auto_contrast:
+            raise InvalidRequest(
+                "choose auto_levels (per channel) or auto_contrast (all channels together), "
+                "not both",
+                param="auto_contrast",
+            )
+        unchanged = (
+            self.white_balance == "none"
+            and not (self.auto_levels or self.auto_contrast)
+            and self.match_image is None
+            and (self.brightness, self.contrast, self.saturation, self.gamma) == (0, 1, 1, 1)
+        )
+        if unchanged:
+            raise InvalidRequest(
+                "adjust has nothing to do: set white_balance, auto_levels, auto_contrast, "
+                "match_image, brightness, contrast, saturation or gamma",
+                param="white_balance",
+            )
+
+
 @dataclass(frozen=True, kw_only=True)
 class MaskRequest:
     operation: ClassVar[Operation] = "mask"
@@ -667,6 +760,7 @@ Request = Union[  # noqa: UP007 - a runtime alias
     RemoveBackgroundRequest,
     RestoreFacesRequest,
     StylizeRequest,
+    AdjustRequest,
     MaskRequest,
 ]
 
@@ -683,6 +777,7 @@ REQUEST_TYPES: dict[Operation, type[Any]] = {
         RemoveBackgroundRequest,
         RestoreFacesRequest,
         StylizeRequest,
+        AdjustRequest,
         MaskRequest,
     )
 }

@@ -190,6 +190,8 @@ class ClassicProvider:
                 max_size=request.max_size,
                 width=request.width,
                 height=request.height,
+                max_width=request.max_width,
+                max_height=request.max_height,
             )
         )
         if isinstance(request, UpscaleRequest) and request.model not in (None, "lanczos"):
