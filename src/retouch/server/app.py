@@ -175,6 +175,8 @@ async def _decode_text_image(service: Service, name: str, value: str) -> bytes |
             param=name,
         )
     try:
+        if len(text) > 2**16:  # big ones off the event loop
+            return await asyncio.to_thread(imageio.decode_text_image, text, name)
         return imageio.decode_text_image(text, name)
     except InvalidRequest:
         raise InvalidRequest(
@@ -203,7 +205,8 @@ async def read_input(
     images: Images = {}
     if content_type.startswith("application/json"):
         try:
-            data = await request.json()
+            raw = await request.body()
+            data = await asyncio.to_thread(json.loads, raw) if len(raw) > 2**16 else json.loads(raw)
         except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
             raise InvalidRequest("the body is not valid JSON (or is nested too deeply)") from None
         if not isinstance(data, dict):

@@ -213,7 +213,8 @@ class ProcessExecutor:
         task_id = next(self.ids)
         healthy = True
         try:
-            worker.conn.send(("run", task_id, task))
+            # Off the event loop: the images ride along, and a pipe takes 64 KB at a time.
+            await asyncio.to_thread(worker.conn.send, ("run", task_id, task))
             while True:
                 message = await self._next(worker, cancel)
                 if message is None:  # cancelled: ask, then make sure
