@@ -803,27 +803,7 @@ class Toolkit:
     def _check_output_size(self, request: Request) -> None:
         """The output's pixels and the request's memory, known before any work, against
         the limits."""
-        size = request.image.size
-        if isinstance(request, UpscaleRequest):
-            size = compose.scaled_size(
-                size, scale=request.scale, width=request.width, height=request.height
-            )
-        elif isinstance(request, ResizeRequest):
-            size = compose.fitted_size(
-                size,
-                max_size=request.max_size,
-                width=request.width,
-                height=request.height,
-                max_width=request.max_width,
-                max_height=request.max_height,
-            )
-        elif isinstance(request, OutpaintRequest):
-            size = (
-                size[0] + request.left + request.right,
-                size[1] + request.top + request.bottom,
-            )
-        elif isinstance(request, (EditRequest, VariationsRequest)):
-            size = compose.output_size(request)
+        size = compose.result_size(request)
         if self.max_pixels is not None and size[0] * size[1] > self.max_pixels:
             raise ImageTooLarge(
                 f"the {request.operation} result would be {size[0]} x {size[1]} "

@@ -78,6 +78,36 @@ def scaled_size(
     return max(1, round(w * scale)), max(1, round(h * scale))
 
 
+def result_size(request: object) -> tuple[int, int]:
+    """The (width, height) a request's result will have, known before any work (an
+    outpaint's sides as given: resolve a target width/height/aspect first)."""
+    from retouch.types import (
+        EditRequest,
+        OutpaintRequest,
+        ResizeRequest,
+        UpscaleRequest,
+        VariationsRequest,
+    )
+
+    size: tuple[int, int] = request.image.size  # type: ignore[attr-defined]
+    if isinstance(request, UpscaleRequest):
+        return scaled_size(size, scale=request.scale, width=request.width, height=request.height)
+    if isinstance(request, ResizeRequest):
+        return fitted_size(
+            size,
+            max_size=request.max_size,
+            width=request.width,
+            height=request.height,
+            max_width=request.max_width,
+            max_height=request.max_height,
+        )
+    if isinstance(request, OutpaintRequest):
+        return size[0] + request.left + request.right, size[1] + request.top + request.bottom
+    if isinstance(request, (EditRequest, VariationsRequest)):
+        return output_size(request)
+    return size
+
+
 def output_size(request: object) -> tuple[int, int]:
     """The (width, height) of an edit or variations result: the input's, or the request's
     ``width``/``height`` (one alone keeps the aspect ratio)."""

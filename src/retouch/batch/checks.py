@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,7 +23,7 @@ from numpy.typing import NDArray
 from retouch import compose
 from retouch.batch.recipe import Checks
 from retouch.picture import Mask, Pixels
-from retouch.types import OutpaintRequest, Request, ResizeRequest, UpscaleRequest
+from retouch.types import OutpaintRequest, Request
 
 SEAM_BAND = 1
 """Half-width in pixels of the band across the border where a seam would show."""
@@ -102,25 +103,21 @@ def seam_score(pixels: Pixels, mask: Mask) -> float:
 
 
 def expected_size(request: Request, result_parameters: dict[str, Any]) -> tuple[int, int]:
-    """The (width, height) the step's fields ask for."""
-    size = request.image.size
-    if isinstance(request, UpscaleRequest):
-        return compose.scaled_size(
-            size, scale=request.scale, width=request.width, height=request.height
-        )
-    if isinstance(request, ResizeRequest):
-        return compose.fitted_size(
-            size,
-            max_size=request.max_size,
-            width=request.width,
-            height=request.height,
-            max_width=request.max_width,
-            max_height=request.max_height,
-        )
+    """The (width, height) the step's fields ask for (an outpaint's sides as it resolved
+    them, from the result's parameters)."""
     if isinstance(request, OutpaintRequest):
-        sides = {k: int(result_parameters.get(k) or 0) for k in ("left", "right", "top", "bottom")}
-        return size[0] + sides["left"] + sides["right"], size[1] + sides["top"] + sides["bottom"]
-    return size
+        side = {k: int(result_parameters.get(k) or 0) for k in ("left", "right", "top", "bottom")}
+        request = dataclasses.replace(
+            request,
+            left=side["left"],
+            right=side["right"],
+            top=side["top"],
+            bottom=side["bottom"],
+            width=None,
+            height=None,
+            aspect=None,
+        )
+    return compose.result_size(request)
 
 
 def measure(
