@@ -68,6 +68,7 @@ from retouch.types import (
     StylizeRequest,
     UpscaleRequest,
     VariationsRequest,
+    mask_word,
     no_progress,
     parse_options,
     to_uint8,
@@ -318,8 +319,9 @@ class Toolkit:
     ) -> Mask:
         """A mask file/array in retouch's convention, or "subject" / "background" made
         from ``picture`` by the best mask provider (a file of that name wins)."""
-        if isinstance(mask, str) and mask in SUBJECT_MASKS and not os.path.exists(mask):
-            made = self.subject_mask(picture, mask)
+        word = mask_word(mask)
+        if word in SUBJECT_MASKS and not os.path.exists(str(mask)):
+            made = self.subject_mask(picture, word)
             return mask_ops.invert(made) if invert else made
         return mask_ops.load_mask(
             mask,

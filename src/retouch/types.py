@@ -192,7 +192,19 @@ MaskFrom = Literal["auto", "luminance", "alpha"]
 DEFAULT_CROP_MARGIN = 128
 """Context around the mask's box for masked work (IOPaint's crop margin)."""
 MASK_WORDS = ("subject", "background")
-"""Mask sources made from the image itself by a mask provider."""
+"""Mask sources made from the image itself by a mask provider: the word alone, or
+``word:arguments`` for kinds that take some."""
+
+
+def mask_word(source: object) -> str | None:
+    """The mask kind a mask source names (``"subject"``, ``"click:10,20"`` -> ``"click"``),
+    or None when it is not one of the words (a file, bytes, an array...)."""
+    if not isinstance(source, str) or len(source) > 10_000:
+        return None
+    word = source.split(":", 1)[0].strip()
+    return word if word in MASK_WORDS else None
+
+
 MASK_KINDS: dict[str, str] = {
     "subject": "mask of the photo's subject (white = subject), made by a segmentation model",
     "background": "mask of the photo's background (white = background), by a segmentation model",

@@ -38,7 +38,7 @@ from retouch.compose import parse_colour
 from retouch.declaration import request_fields
 from retouch.errors import CheckFailed, InvalidImage, InvalidRequest, OutputExists, RetouchError
 from retouch.picture import Picture
-from retouch.types import MASK_WORDS, EditRequest, EraseRequest, InpaintRequest
+from retouch.types import EditRequest, EraseRequest, InpaintRequest, mask_word
 
 if TYPE_CHECKING:
     from retouch.api import Toolkit
@@ -278,7 +278,7 @@ def _file_fields(toolkit: Toolkit, recipe: Recipe) -> list[set[str]]:
 
 
 def _local_file(value: Any) -> str | None:
-    if not isinstance(value, str) or value in MASK_WORDS or "://" in value:
+    if not isinstance(value, str) or mask_word(value) is not None or "://" in value:
         return None
     return value if not value.startswith("data:") and Path(value).is_file() else None
 

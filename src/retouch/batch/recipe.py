@@ -48,7 +48,7 @@ import numpy as np
 from retouch.declaration import FieldSpec, build_request, check_values, request_fields
 from retouch.errors import DependencyMissing, InvalidRequest, RetouchError
 from retouch.picture import Picture
-from retouch.types import MASK_WORDS, Operation
+from retouch.types import Operation, mask_word
 
 if TYPE_CHECKING:
     from retouch.api import Toolkit
@@ -418,7 +418,12 @@ def _absolute(spec: FieldSpec | None, value: Any, folder: Path | None) -> Any:
         return float(value)
     if spec is None or spec.kind not in ("image", "mask") or not isinstance(value, str):
         return value
-    if folder is None or value in MASK_WORDS or "://" in value or value.startswith("data:"):
+    if (
+        folder is None
+        or mask_word(value) is not None
+        or "://" in value
+        or value.startswith("data:")
+    ):
         return value
     path = Path(os.path.expanduser(value))
     return str(path if path.is_absolute() else folder / path)
@@ -538,7 +543,7 @@ def _may_come_from_a_row(exc: InvalidRequest, step: Step, specs: Mapping[str, Fi
 
 
 def _check_file(value: Any, name: str, where: str) -> None:
-    if not isinstance(value, str) or value in MASK_WORDS or "://" in value:
+    if not isinstance(value, str) or mask_word(value) is not None or "://" in value:
         return
     if value.startswith("data:") or Path(value).is_file():
         return

@@ -50,12 +50,11 @@ from retouch.server.schema import (
 )
 from retouch.server.settings import ServerSettings
 from retouch.server.workers import Executor, ProcessExecutor, Task, ThreadExecutor
-from retouch.types import MASK_KINDS, InpaintRequest, Operation, Progress
+from retouch.types import MASK_KINDS, InpaintRequest, Operation, Progress, mask_word
 
 log = logging.getLogger("retouch.server")
 OUTPUT_FORMATS = {"png": "PNG", "jpeg": "JPEG", "webp": "WEBP"}
 OPENAI_SIZES = {"256x256", "512x512", "1024x1024", "1536x1024", "1024x1536", "auto"}
-MASK_WORDS = {"subject", "background"}
 
 
 class ErrorDetail(BaseModel):
@@ -152,7 +151,7 @@ async def _decode_text_image(service: Service, name: str, value: str) -> bytes |
     """An image given as text: a data URI, base64, an http(s) URL (when allowed; fetched off
     the event loop) or, for masks, 'subject' / 'background'. Never a path on the server."""
     text = value.strip()
-    if name == "mask" and text in MASK_WORDS:
+    if name == "mask" and mask_word(text) is not None:  # made from the image by a provider
         return text
     if text.startswith(("http://", "https://")):
         if not service.settings.allow_image_urls:
