@@ -83,9 +83,21 @@ class FillSettings:
 DEFAULT = FillSettings()
 MIN_BAND = 16
 """The narrowest band a strip is filled from, in pixels."""
+ONION_SOURCES = 1500
+"""The coarsest level's ring-by-ring start compares each pixel with at most this many
+source patches (a random pool), which bounds its cost on big erase holes."""
 RARITY_SOURCES = 8000
 """Rarity is measured exactly on levels with at most this many source patches and carried
 up to the finer ones."""
+
+
+def _resize(image: NDArray[np.float32], size: tuple[int, int], *, area: bool) -> Image:
+    """``image`` at ``size`` (width, height): area averaging down, bilinear up."""
+    import cv2
+
+    method = cv2.INTER_AREA if area else cv2.INTER_LINEAR
+    out: Image = np.asarray(cv2.resize(image, size, interpolation=method), np.float32)
+    return out
 
 
 # --- the blurred extension --------------------------------------------------------------
@@ -107,17 +119,17 @@ def blurred_extension(pixels: Image, known: BoolMap, *, ring: int = 4) -> Image:
         if (weight > 0).all() or min(h, w) <= 1:
             break
         size = ((w + 1) // 2, (h + 1) // 2)
-        values = cv2.resize(values, size, interpolation=cv2.INTER_AREA)
-        weight = cv2.resize(weight, size, interpolation=cv2.INTER_AREA)
+        values = _resize(values, size, area=True)
+        weight = _resize(weight, size, area=True)
     values, weight = stack.pop()
-    estimate = values / np.maximum(weight, 1e-6)[:, :, None]
+    estimate: Image = (values / np.maximum(weight, 1e-6)[:, :, None]).astype(np.float32)
     while stack:
         values, weight = stack.pop()
         h, w = weight.shape
-        up = cv2.resize(estimate, (w, h), interpolation=cv2.INTER_LINEAR)
+        up = _resize(estimate, (w, h), area=False)
         trust = np.clip(weight * 4.0, 0.0, 1.0)[:, :, None]
         mean = values / np.maximum(weight, 1e-6)[:, :, None]
-        estimate = mean * trust + up * (1.0 - trust)
+        estimate = (mean * trust + up * (1.0 - trust)).astype(np.float32)
     out: Image = np.where(known[:, :, None], pixels, estimate).astype(np.float32)
     return out
 
@@ -141,14 +153,12 @@ class _Level:
     hole (a seam) guide the start with their original values and are synthesised anew."""
 
     def half(self) -> _Level:
-        import cv2
 
         h, w = self.hole.shape
         size = ((w + 1) // 2, (h + 1) // 2)
 
         def shrink(image: Image) -> Image:
-            out: Image = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
-            return out
+            return _resize(image, size, area=True)
 
         def whole(mask: BoolMap) -> BoolMap:  # every finer pixel in the mask
             out: BoolMap = shrink(mask.astype(np.float32)) > 0.999
@@ -166,9 +176,7 @@ class _Level:
 class _Synthesis:
     """PatchMatch and voting on one level."""
 
-    def __init__(
-        self, level: _Level, settings: FillSettings, rng: np.random.Generator
-    ) -> None:
+    def __init__(self, level: _Level, settings: FillSettings, rng: np.random.Generator) -> None:
         import cv2
 
         self.level = level
@@ -233,19 +241,20 @@ class _Synthesis:
         return out
 
     def _basis(self) -> None:
-        """PCA of a sample of source patches (eigenvectors of their covariance)."""
+        """PCA of a sample of source patches."""
+        import cv2
+
         size = 2 * self.r + 1
         count = min(self.vy.size, 4000)
         pick = self.rng.choice(self.vy.size, size=count, replace=False)
         patches = self._patches(self.level.original, self.vy[pick], self.vx[pick])
-        mean = patches.mean(axis=0)
-        centred = patches - mean
-        # float32: LAPACK in double takes 15x longer and PCA needs no such precision
-        _, vectors = np.linalg.eigh(centred.T @ centred)
-        dims = min(self.settings.components, vectors.shape[1])
-        top = vectors[:, ::-1][:, :dims].T  # largest variance first
-        self.kernels = top.reshape(dims, size, size, 3).astype(np.float32)
-        self.kernel_offset = (top @ mean).astype(np.float32)
+        dims = min(self.settings.components, count)
+        mean, vectors, _ = cv2.PCACompute2(
+            patches, np.empty((0, 0), np.float32), maxComponents=dims
+        )
+        top = np.asarray(vectors, np.float32)  # dims x patch, largest variance first
+        self.kernels = top.reshape(-1, size, size, 3)
+        self.kernel_offset = (top @ np.asarray(mean, np.float32)[0]).astype(np.float32)
 
     def _describe(self, pixels: Image) -> NDArray[np.float32]:
         """Every pixel's patch projected on the PCA basis: H x W x dims."""
@@ -278,32 +287,30 @@ class _Synthesis:
         patches = self.source_desc[self.vy, self.vx]
         norms = (patches**2).sum(axis=1)
         nearest = np.full(self.vy.size, np.inf, np.float32)
-        chunk = max(1, 4_000_000 // self.vy.size)
+        chunk = max(1, 2_000_000 // self.vy.size)
         for start in range(0, self.vy.size, chunk):
             part = slice(start, start + chunk)
             dist = norms[part, None] - 2.0 * patches[part] @ patches.T + norms[None, :]
-            apart = (np.abs(self.vy[part, None] - self.vy[None, :]) > 2 * r) | (
-                np.abs(self.vx[part, None] - self.vx[None, :]) > 2 * r
+            overlap = (np.abs(self.vy[part, None] - self.vy[None, :]) <= 2 * r) & (
+                np.abs(self.vx[part, None] - self.vx[None, :]) <= 2 * r
             )
-            nearest[part] = np.where(apart, dist, np.inf).min(axis=1)
+            dist[overlap] = np.inf
+            nearest[part] = dist.min(axis=1)
         finite = np.isfinite(nearest)
         fallback = float(nearest[finite].max()) if finite.any() else 0.0
         nearest = np.where(finite, np.maximum(nearest, 0.0), fallback)
         self.rarity[self.vy, self.vx] = nearest / max(float(np.median(nearest)), 1e-6)
 
     def inherit_rarity(self, coarse: _Synthesis) -> None:
-        import cv2
 
         h, w = self.shape
-        self.rarity = cv2.resize(coarse.rarity, (w, h), interpolation=cv2.INTER_LINEAR)
+        self.rarity = _resize(coarse.rarity, (w, h), area=False)
 
     def _reuse(self, cy: Coords, cx: Coords, others: NDArray[np.float32]) -> NDArray[np.float32]:
         """The cost of copying (cy, cx) when ``others`` targets already do."""
         used = np.minimum(others, 1.0)
-        out: NDArray[np.float32] = (
-            self.settings.reuse_penalty * self.scale * used * self.rarity[cy, cx]
-        )
-        return out
+        out = self.settings.reuse_penalty * self.scale * used * self.rarity[cy, cx]
+        return out.astype(np.float32)
 
     def _count(self) -> None:
         h, w = self.shape
@@ -419,21 +426,24 @@ class _Synthesis:
         size = 2 * r + 1
         pixels, original = self.level.pixels, self.level.original
         hole, anchor = self.level.hole, self.level.anchor
-        h, w = hole.shape
+        w = hole.shape[1]
         expected = pixels.copy()
         padded = np.pad(pixels, ((r, r), (r, r), (0, 0)))
         known = np.pad(~hole | anchor, r).astype(np.float32)
         padded_offsets = (np.arange(size)[:, None] * (w + 2 * r) + np.arange(size)).reshape(-1)
-        sources = self._patches(original, self.vy, self.vx)
+        # a random pool of the sources bounds the cost on big holes
+        pool = self.rng.permutation(self.vy.size)[:ONION_SOURCES]
+        vy, vx = self.vy[pool], self.vx[pool]
+        sources = self._patches(original, vy, vx)
         squares = (sources**2).T
-        means = cv2.blur(original, (size, size))[self.vy, self.vx]
+        means = cv2.blur(original, (size, size))[vy, vx]
         mean_norms = (means**2).sum(axis=1)
-        rarity = self.rarity[self.vy, self.vx]
-        occupancy = np.zeros(self.vy.size, np.float32)
+        rarity = self.rarity[vy, vx]
+        occupancy = np.zeros(vy.size, np.float32)
         depth = cv2.distanceTransform((~anchor).astype(np.uint8), cv2.DIST_L2, 3)
         rings = np.ceil(depth).astype(np.int32)
         grow = hole & ~anchor
-        k = min(self.settings.onion_matches, self.vy.size)
+        k = min(self.settings.onion_matches, vy.size)
         for ring in np.unique(rings[grow]):
             py, px = np.nonzero(grow & (rings == ring))
             corners = (py.astype(np.int64) * (w + 2 * r) + px)[:, None] + padded_offsets
@@ -454,14 +464,12 @@ class _Synthesis:
             top = np.argpartition(cost, k - 1, axis=1)[:, :k]
             top_cost = np.take_along_axis(cost, top, axis=1)
             trust = np.exp(-(top_cost - top_cost.min(axis=1, keepdims=True)) / scale)
-            centres = original[self.vy[top], self.vx[top]]  # n x k x 3
-            pixels[py, px] = (centres * trust[:, :, None]).sum(axis=1) / trust.sum(axis=1)[
-                :, None
-            ]
+            centres = original[vy[top], vx[top]]  # n x k x 3
+            pixels[py, px] = (centres * trust[:, :, None]).sum(axis=1) / trust.sum(axis=1)[:, None]
             padded[py + r, px + r] = pixels[py, px]
             known[py + r, px + r] = 1.0
             best = top[np.arange(py.size), np.argmin(top_cost, axis=1)]
-            occupancy += np.bincount(best, minlength=self.vy.size)
+            occupancy += np.bincount(best, minlength=vy.size)
         self._exact_matches()
 
     def _exact_matches(self) -> None:
@@ -540,7 +548,7 @@ def synthesise(
         if depth < len(levels) - 1:
             h, w = level.hole.shape
             coarser = levels[depth + 1].pixels
-            guide = cv2.resize(coarser, (w, h), interpolation=cv2.INTER_LINEAR)
+            guide = _resize(coarser, (w, h), area=False)
             level.pixels[level.hole] = guide[level.hole]
         synth = _Synthesis(level, settings, rng)
         if not synth.usable:
@@ -617,6 +625,30 @@ def fill_from_band(
     out = rgb.copy()
     out[crop][part] = np.clip(np.rint(filled[part]), 0, 255).astype(np.uint8)
     return out
+
+
+def hole_depth(hole: BoolMap) -> float:
+    """How far the hole's farthest pixel is from a known one, in pixels."""
+    import cv2
+
+    if not hole.any():
+        return 0.0
+    return float(cv2.distanceTransform(hole.astype(np.uint8), cv2.DIST_L2, 5).max())
+
+
+def fill_hole(
+    rgb: RGB8,
+    hole: BoolMap,
+    *,
+    seed: int,
+    band_ratio: float = 0.5,
+    settings: FillSettings = DEFAULT,
+) -> RGB8:
+    """An erase hole filled by the rules of ``extend``: from the known pixels within a band
+    ``band_ratio`` x the hole's depth (at least 16 pixels), detail reaching as far as the
+    band is wide."""
+    band = max(MIN_BAND, round(band_ratio * hole_depth(hole)))
+    return fill_from_band(rgb, hole, band=band, reach=float(band), seed=seed, settings=settings)
 
 
 def extend(
