@@ -90,6 +90,9 @@ MIN_BAND = 16
 ONION_SOURCES = 1500
 """The coarsest level's ring-by-ring start compares each pixel with at most this many
 source patches (a random pool), which bounds its cost on big erase holes."""
+STRUCTURE_ZOOM = 2
+"""The coarsest level averages matches and anchors colour when one of its pixels spans at
+least this many of the picture's."""
 RARITY_SOURCES = 8000
 """Rarity is measured exactly on levels with at most this many source patches and carried
 up to the finer ones."""
@@ -180,10 +183,14 @@ class _Level:
 class _Synthesis:
     """PatchMatch and voting on one level."""
 
-    def __init__(self, level: _Level, settings: FillSettings, rng: np.random.Generator) -> None:
+    def __init__(
+        self, level: _Level, settings: FillSettings, rng: np.random.Generator, *, scale: int
+    ) -> None:
         import cv2
 
         self.level = level
+        self.zoom = scale
+        """How many of the picture's pixels one of this level's spans (1, 2, 4...)."""
         self.settings = settings
         self.rng = rng
         r = self.r = settings.patch_radius
@@ -434,6 +441,10 @@ class _Synthesis:
         pixels, original = self.level.pixels, self.level.original
         hole, anchor = self.level.hole, self.level.anchor
         w = hole.shape[1]
+        # Averaging the best matches and anchoring colour are low-passes, for structure. At
+        # full resolution they flatten texture (brick lost its mortar lines: a fifth of its
+        # gradient energy left), so there one match is copied and colour left to it.
+        structural = self.zoom >= STRUCTURE_ZOOM
         expected = pixels.copy()
         padded = np.pad(pixels, ((r, r), (r, r), (0, 0)))
         known = np.pad(~hole | anchor, r).astype(np.float32)
@@ -450,7 +461,8 @@ class _Synthesis:
         depth = cv2.distanceTransform((~anchor).astype(np.uint8), cv2.DIST_L2, 3)
         rings = np.ceil(depth).astype(np.int32)
         grow = hole & ~anchor
-        k = min(self.settings.onion_matches, vy.size)
+        k = min(self.settings.onion_matches if structural else 1, vy.size)
+        colour_weight = self.settings.colour_weight if structural else 0.0
         # targets start from a random source; a grown pixel's from its best match
         pick = self.rng.integers(0, self.vy.size, size=self.ty.size)
         self.sy, self.sx = self.vy[pick], self.vx[pick]
@@ -470,7 +482,7 @@ class _Synthesis:
             colour += mean_norms / 3.0
             scale = max(float(np.median(dist.min(axis=1))), 1.0)
             reuse = self.settings.reuse_penalty * scale * np.minimum(occupancy, 1.0) * rarity
-            cost = dist + self.settings.colour_weight * colour + reuse
+            cost = dist + colour_weight * colour + reuse
             top = np.argpartition(cost, k - 1, axis=1)[:, :k]
             top_cost = np.take_along_axis(cost, top, axis=1)
             trust = np.exp(-(top_cost - top_cost.min(axis=1, keepdims=True)) / scale)
@@ -551,7 +563,7 @@ def synthesise(
             coarser = levels[depth + 1].pixels
             guide = _resize(coarser, (w, h), area=False)
             level.pixels[level.hole] = guide[level.hole]
-        synth = _Synthesis(level, settings, rng)
+        synth = _Synthesis(level, settings, rng, scale=2**depth)
         if not synth.usable:
             previous = None  # the upscaled coarser result stands; the next level starts anew
             continue
