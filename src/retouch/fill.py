@@ -28,6 +28,7 @@ uint8 in and out; numpy and OpenCV only.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 from numpy.typing import NDArray
@@ -139,6 +140,73 @@ def blurred_extension(pixels: Image, known: BoolMap, *, ring: int = 4) -> Image:
         estimate = (mean * trust + up * (1.0 - trust)).astype(np.float32)
     out: Image = np.where(known[:, :, None], pixels, estimate).astype(np.float32)
     return out
+
+
+def streaks(pixels: Image, known: BoolMap, *, ring: int = 4, spread: float = 0.3) -> Image:
+    """Known pixels kept; each unknown pixel continues the known pixels nearest to it in
+    its row (their mean over ``ring``), blurred along the column by ``spread`` x its
+    distance from them: a strip beside a picture keeps its horizon where push-pull would
+    average sky and ground together. Rows with nothing known take push-pull's values."""
+    import cv2
+
+    h, w = known.shape
+    xs = np.broadcast_to(np.arange(w), (h, w))
+    gap = np.iinfo(np.int32).max
+    before = np.maximum.accumulate(np.where(known, xs, -1), axis=1)
+    after = np.minimum.accumulate(np.where(known, xs, w)[:, ::-1], axis=1)[:, ::-1]
+    to_before = np.where(before >= 0, xs - before, gap)
+    to_after = np.where(after < w, after - xs, gap)
+    nearest = np.where(to_before <= to_after, before, after).clip(0, w - 1)
+    depth = np.minimum(to_before, to_after)
+    weight = known.astype(np.float32)
+    kernel = (2 * ring + 1, 1)
+    border = (
+        cv2.blur(pixels * weight[:, :, None], kernel)
+        / np.maximum(cv2.blur(weight, kernel), 1e-6)[:, :, None]
+    )
+    line = border[np.arange(h)[:, None], nearest]
+    out = np.where(known[:, :, None], pixels, line).astype(np.float32)
+    reached = ~known & (depth < gap)
+    if reached.any():
+        sigmas = spread * depth[reached].astype(np.float32)
+        steps = np.concatenate([[0.0], np.geomspace(0.5, max(0.5, float(sigmas.max())), 10)])
+        blurred = np.stack(
+            [line[reached]]
+            + [
+                np.asarray(
+                    cv2.GaussianBlur(line, (1, 0), sigmaX=0.1, sigmaY=float(sigma)), np.float32
+                )[reached]
+                for sigma in steps[1:]
+            ]
+        )
+        position = np.interp(sigmas, steps, np.arange(steps.size))
+        low = np.floor(position).astype(np.int64)
+        high = np.minimum(low + 1, steps.size - 1)
+        frac = (position - low)[:, None]
+        n = np.arange(low.size)
+        out[reached] = blurred[low, n] * (1.0 - frac) + blurred[high, n] * frac
+    if (~known & ~reached).any():
+        fallback = blurred_extension(pixels, known, ring=ring)
+        out[~known & ~reached] = fallback[~known & ~reached]
+    return out
+
+
+Direction = Literal["rows", "columns"] | None
+"""How a strip continues the picture: along its rows (left and right of it), its columns
+(above and below), or neither (a hole inside the picture)."""
+
+
+def far_field(pixels: Image, known: BoolMap, direction: Direction) -> Image:
+    """The blurred extension a strip fades into: streaks along ``direction``, push-pull for
+    a hole."""
+    if direction == "rows":
+        return streaks(pixels, known)
+    if direction == "columns":
+        turned = streaks(
+            np.ascontiguousarray(pixels.transpose(1, 0, 2)), np.ascontiguousarray(known.T)
+        )
+        return np.ascontiguousarray(turned.transpose(1, 0, 2))
+    return blurred_extension(pixels, known)
 
 
 # --- one level of patch synthesis --------------------------------------------------------
@@ -604,13 +672,15 @@ def fill_from_band(
     reach: float | None,
     seed: int,
     seam: int = 0,
+    direction: Direction = None,
     settings: FillSettings = DEFAULT,
 ) -> RGB8:
     """``hole`` filled from the known pixels within ``band`` of it.
 
     ``seam`` known pixels next to the hole are synthesised too, for a caller that
     cross-fades the original into the fill across them. Detail fades into the blurred
-    extension between ``reach`` and 1.5 x ``reach`` from the known pixels (None: never).
+    extension (``far_field`` along ``direction``) between ``reach`` and 1.5 x ``reach``
+    from the known pixels (None: never).
     """
     import cv2
 
@@ -624,7 +694,7 @@ def fill_from_band(
     pixels = rgb[crop].astype(np.float32)
     part, unknown = work[crop], hole[crop]
     depth = cv2.distanceTransform(unknown.astype(np.uint8), cv2.DIST_L2, 5)
-    blurred = blurred_extension(pixels, ~part)
+    blurred = far_field(pixels, ~part, direction)
     synthesised = part
     if reach is not None:
         fade = max(1.0, reach / 2)
@@ -698,20 +768,21 @@ def extend(
         return edge, min(extent - edge, max(MIN_BAND, round(band_ratio * extension)))
 
     rows, everything = slice(top, top + h), slice(0, canvas.shape[1])
-    plans: list[tuple[tuple[slice, slice], int, int]] = []
+    plans: list[tuple[tuple[slice, slice], int, int, Direction]] = []
     if left:
         edge, band = sizes(left, w)
-        plans.append(((rows, slice(0, left + edge + band)), edge, band))
+        plans.append(((rows, slice(0, left + edge + band)), edge, band, "rows"))
     if right:
         edge, band = sizes(right, w)
-        plans.append(((rows, slice(left + w - edge - band, canvas.shape[1])), edge, band))
+        plans.append(((rows, slice(left + w - edge - band, canvas.shape[1])), edge, band, "rows"))
     if top:
         edge, band = sizes(top, h)
-        plans.append(((slice(0, top + edge + band), everything), edge, band))
+        plans.append(((slice(0, top + edge + band), everything), edge, band, "columns"))
     if bottom:
         edge, band = sizes(bottom, h)
-        plans.append(((slice(top + h - edge - band, canvas.shape[0]), everything), edge, band))
-    for index, (crop, edge, band) in enumerate(plans):
+        crop = (slice(top + h - edge - band, canvas.shape[0]), everything)
+        plans.append((crop, edge, band, "columns"))
+    for index, (crop, edge, band, direction) in enumerate(plans):
         canvas[crop] = fill_from_band(
             canvas[crop],
             ~known[crop],
@@ -719,6 +790,7 @@ def extend(
             reach=reach_ratio * band,
             seed=seed + index,
             seam=edge,
+            direction=direction,
             settings=settings,
         )
         known[crop] = True
