@@ -699,7 +699,10 @@ def fill_from_band(
     if reach is not None:
         fade = max(1.0, reach / 2)
         synthesised = part & (depth <= reach + fade)
-        pixels = np.where((part & ~synthesised)[:, :, None], blurred, pixels)
+        # what the synthesis sees beyond its reach: the plain push-pull blur (streaks there
+        # would draw whatever touches the border, a helmet's buckle, into the detail)
+        beyond = blurred_extension(pixels, ~part)
+        pixels = np.where((part & ~synthesised)[:, :, None], beyond, pixels)
     filled = synthesise(
         pixels, synthesised, near[crop], band=band, seed=seed, anchor=~unknown, settings=settings
     )
