@@ -94,7 +94,7 @@ source patches (a random pool), which bounds its cost on big erase holes."""
 STRUCTURE_ZOOM = 2
 """The coarsest level averages matches and anchors colour when one of its pixels spans at
 least this many of the picture's."""
-RARITY_SOURCES = 8000
+RARITY_SOURCES = 4000
 """Rarity is measured exactly on levels with at most this many source patches and carried
 up to the finer ones."""
 
