@@ -196,14 +196,16 @@ Direction = Literal["rows", "columns"] | None
 (above and below), or neither (a hole inside the picture)."""
 
 
-def far_field(pixels: Image, known: BoolMap, direction: Direction) -> Image:
-    """The blurred extension a strip fades into: streaks along ``direction``, push-pull for
-    a hole."""
+def far_field(pixels: Image, known: BoolMap, direction: Direction, *, spread: float = 0.3) -> Image:
+    """The blurred extension a strip fades into: streaks along ``direction`` (blurred along
+    the border by ``spread`` x the distance), push-pull for a hole."""
     if direction == "rows":
-        return streaks(pixels, known)
+        return streaks(pixels, known, spread=spread)
     if direction == "columns":
         turned = streaks(
-            np.ascontiguousarray(pixels.transpose(1, 0, 2)), np.ascontiguousarray(known.T)
+            np.ascontiguousarray(pixels.transpose(1, 0, 2)),
+            np.ascontiguousarray(known.T),
+            spread=spread,
         )
         return np.ascontiguousarray(turned.transpose(1, 0, 2))
     return blurred_extension(pixels, known)
@@ -699,9 +701,13 @@ def fill_from_band(
     if reach is not None:
         fade = max(1.0, reach / 2)
         synthesised = part & (depth <= reach + fade)
-        # what the synthesis sees beyond its reach: the plain push-pull blur (streaks there
-        # would draw whatever touches the border, a helmet's buckle, into the detail)
-        beyond = blurred_extension(pixels, ~part)
+        # What the synthesis sees beyond its reach, as the far side of the detail it makes:
+        # half push-pull, half wide streaks. Push-pull alone averages the table below into
+        # the wall above (a dark shape rose from the astronaut's table); streaks alone carry
+        # whatever touches the border, a helmet's buckle, along its rows into the detail.
+        beyond = 0.5 * (
+            blurred_extension(pixels, ~part) + far_field(pixels, ~part, direction, spread=0.6)
+        )
         pixels = np.where((part & ~synthesised)[:, :, None], beyond, pixels)
     filled = synthesise(
         pixels, synthesised, near[crop], band=band, seed=seed, anchor=~unknown, settings=settings
