@@ -16,13 +16,14 @@ continues into the hole is what touches it:
 - a reuse penalty: a source patch that another target already copies costs more, in
   proportion to how rare it is in the band (a badge shows when repeated, stripes and sky
   do not);
-- far from the border, beyond ``reach``, the detail fades into the blurred extension: a
-  band narrower than the extension cannot supply it without repeating itself, and a soft
+- far from the border, beyond ``reach``, the detail fades into a blurred extension (each
+  row of a strip continues its own border colour, blurred along the border): a band
+  narrower than the extension cannot supply it without repeating itself, and a soft
   continuation reads better than a visible repeat.
 
-``fill_from_band`` fills any hole (an erase hole that touches the image border);
-``extend`` grows a picture on any side, each strip from the band next to its side. RGB
-uint8 in and out; numpy and OpenCV only.
+``extend`` grows a picture on any side, each strip from the band next to its side;
+``fill_hole`` fills an erase hole (one that touches the image border) by the same rules;
+``fill_from_band`` is what both use. RGB uint8 in and out; numpy and OpenCV only.
 """
 
 from __future__ import annotations
@@ -230,7 +231,6 @@ class _Level:
     hole (a seam) guide the start with their original values and are synthesised anew."""
 
     def half(self) -> _Level:
-
         h, w = self.hole.shape
         size = ((w + 1) // 2, (h + 1) // 2)
 
@@ -254,12 +254,12 @@ class _Synthesis:
     """PatchMatch and voting on one level."""
 
     def __init__(
-        self, level: _Level, settings: FillSettings, rng: np.random.Generator, *, scale: int
+        self, level: _Level, settings: FillSettings, rng: np.random.Generator, *, zoom: int
     ) -> None:
         import cv2
 
         self.level = level
-        self.zoom = scale
+        self.zoom = zoom
         """How many of the picture's pixels one of this level's spans (1, 2, 4...)."""
         self.settings = settings
         self.rng = rng
@@ -383,7 +383,6 @@ class _Synthesis:
         self.rarity[self.vy, self.vx] = nearest / max(float(np.median(nearest)), 1e-6)
 
     def inherit_rarity(self, coarse: _Synthesis) -> None:
-
         h, w = self.shape
         self.rarity = _resize(coarse.rarity, (w, h), area=False)
 
@@ -497,8 +496,9 @@ class _Synthesis:
 
     def grow(self) -> None:
         """The coarsest level's start: the hole filled ring by ring from the anchor, each
-        pixel the mean centre of the source patches that best match its known neighbours
-        (squared difference over the known pixels) and whose mean colour is closest to the
+        pixel the centre of the source patch that best matches its known neighbours
+        (squared difference over the known pixels). At half resolution or coarser, the
+        mean centre of the few best, and a source's mean colour is also held against the
         blurred extension already in the hole. A grown pixel's best match is where its
         search starts.
 
@@ -602,13 +602,14 @@ def synthesise(
 
     rng = np.random.default_rng(seed)
     r = settings.patch_radius
+    anchor = ~hole if anchor is None else anchor
     levels = [
         _Level(
             pixels=pixels.astype(np.float32),
             original=pixels.astype(np.float32),
             hole=hole.copy(),
-            source=source & ~(hole & ~(anchor if anchor is not None else ~hole)),
-            anchor=~hole if anchor is None else anchor.copy(),
+            source=source & ~(hole & ~anchor),  # never a pixel nobody knows
+            anchor=anchor.copy(),
         )
     ]
     while True:
@@ -633,7 +634,7 @@ def synthesise(
             coarser = levels[depth + 1].pixels
             guide = _resize(coarser, (w, h), area=False)
             level.pixels[level.hole] = guide[level.hole]
-        synth = _Synthesis(level, settings, rng, scale=2**depth)
+        synth = _Synthesis(level, settings, rng, zoom=2**depth)
         if not synth.usable:
             previous = None  # the upscaled coarser result stands; the next level starts anew
             continue
