@@ -69,6 +69,16 @@ def test_patchmatch_beats_telea_on_brick_psnr_and_ssim() -> None:
         assert pm_ssim > telea_ssim, (pm_ssim, telea_ssim)
 
 
+@pytest.mark.parametrize("texture", ["brick", "grass", "gravel"])
+def test_default_erase_inside_the_picture_is_patchmatch(texture: str) -> None:
+    """auto fills from a band only holes that reach the border: these holes get PatchMatch,
+    pixel for pixel, so the wins above hold for the default."""
+    for (_, auto), (_, patchmatch) in zip(
+        fills(texture, "auto"), fills(texture, "patchmatch"), strict=True
+    ):
+        assert np.array_equal(auto, patchmatch)
+
+
 @pytest.mark.parametrize("method", ["patchmatch", "telea", "ns"])
 def test_every_method_fills_and_keeps_the_rest(method: str, small_photo: np.ndarray) -> None:
     mask = np.zeros(small_photo.shape[:2], np.uint8)

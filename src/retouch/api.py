@@ -898,12 +898,7 @@ class Toolkit:
             "top": request.top,
             "bottom": request.bottom,
         }
-        options = request.options
-        if spec.options is not None and "feather" in {
-            f.name for f in dataclasses.fields(spec.options)
-        }:
-            options = _with_default(options, "feather", request.feather)
-        work = dataclasses.replace(request, image=_for_provider(picture, spec), options=options)
+        work = dataclasses.replace(request, image=_for_provider(picture, spec))
         result = provider.run(work, progress)
         canvas, _, blend = compose.outpaint_canvas(picture.pixels, **sides, feather=request.feather)
         outputs = []
@@ -1203,14 +1198,6 @@ def _looks_like_path(value: str, *, slashes: bool = True) -> bool:
 
 def _mask_name(mask: object) -> str:
     return str(mask) if isinstance(mask, str) and len(mask) < 260 else "mask"
-
-
-def _with_default(options: Options, key: str, value: object) -> Options:
-    if options is None:
-        return {key: value}
-    if isinstance(options, Mapping):
-        return options if key in options else {**options, key: value}
-    return options
 
 
 def outpaint_sides(

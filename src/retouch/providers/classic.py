@@ -1,8 +1,12 @@
-"""Classic algorithms, no weights: PatchMatch / Telea / Navier-Stokes fill, Lanczos resize.
+"""Classic algorithms, no weights: band / PatchMatch / Telea / Navier-Stokes fill, Lanczos.
 
-- erase: PatchMatch (pypatchmatch) copies real texture from the rest of the image; Telea and
-  Navier-Stokes (OpenCV) diffuse the border inwards: fast, smooth, blurry on texture.
-- outpaint: the canvas is extended and the new area filled by PatchMatch across a soft seam.
+- erase: PatchMatch (pypatchmatch) copies real texture from the rest of the image; a large
+  hole that touches the picture's border is filled from a band around it instead (``fill``):
+  PatchMatch would bring in whatever is strongest in the picture. Telea and Navier-Stokes
+  (OpenCV) diffuse the border inwards: fast, smooth, blurry on texture.
+- outpaint: each new strip is filled from a band next to its side, coarse to fine, fading
+  into a blurred extension beyond what the band supports (``fill.extend``); PatchMatch over
+  the whole canvas on request (it clones the subject into the new area).
 - upscale / resize: Lanczos (OpenCV), any factor, 8 or 16 bit, alpha kept.
 """
 
@@ -14,8 +18,9 @@ from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
+from numpy.typing import NDArray
 
-from retouch import compose
+from retouch import compose, fill
 from retouch._modules import module_available
 from retouch.errors import DependencyMissing, InvalidRequest, UnsupportedOperation
 from retouch.results import ImageResult, OutputImage
@@ -36,18 +41,27 @@ from retouch.types import (
 )
 
 NAME = "classic"
-Method = Literal["patchmatch", "telea", "ns"]
-METHODS: tuple[Method, ...] = ("patchmatch", "telea", "ns")
+Method = Literal["auto", "patchmatch", "band", "telea", "ns"]
+METHODS: tuple[Method, ...] = ("auto", "patchmatch", "band", "telea", "ns")
+OutpaintMethod = Literal["band", "patchmatch"]
+OUTPAINT_METHODS: tuple[OutpaintMethod, ...] = ("band", "patchmatch")
+BORDER_HOLE_DEPTH = 16
+"""auto fills a hole from the band around it when the hole touches the border and reaches
+this many pixels from its nearest known pixel; smaller ones PatchMatch fills well."""
 
 
 @dataclass(frozen=True)
 class EraseOptions:
     method: Method = param(
-        "patchmatch",
+        "auto",
         kind="text",
         choices=METHODS,
-        help="classic fill: patchmatch (texture, default), telea or ns (fast, smooth)",
+        help="classic fill: auto (band for big holes at the border, else patchmatch), band, "
+        "patchmatch (texture from the whole picture), telea or ns (fast, smooth)",
     )
+    """auto: band for a hole that touches the picture's border and is at least 32 pixels
+    across, patchmatch otherwise. band: from the pixels around the hole, coarse to fine.
+    patchmatch: texture from the whole picture. telea / ns: the border diffused inwards."""
     patch_size: int = param(5, low=1, high=32, help="PatchMatch patch radius (default 5)")
     """PatchMatch patch radius: patches span (2p+1)^2 pixels. Larger follows larger structure, slower."""
     radius: int = 5
@@ -64,15 +78,26 @@ class EraseOptions:
 
 @dataclass(frozen=True)
 class OutpaintOptions:
+    method: OutpaintMethod = param(
+        "band",
+        kind="text",
+        choices=OUTPAINT_METHODS,
+        help="classic fill: band (continues each border, default) or patchmatch",
+    )
+    """band: each strip from a band next to its side (half the strip's width), coarse to
+    fine; beyond what the band supports the detail fades into a blurred extension.
+    patchmatch: PatchMatch over the whole canvas (copies the picture's strongest structures,
+    the subject too)."""
     patch_size: int = 5
-    feather: int = 16
-    """Width in pixels of the band inside the original that blends into the fill."""
+    """PatchMatch patch radius. (The seam's width is the request's ``feather``.)"""
 
     def __post_init__(self) -> None:
+        if self.method not in OUTPAINT_METHODS:
+            raise ValueError(
+                f"method must be one of {', '.join(OUTPAINT_METHODS)}, not {self.method!r}"
+            )
         if not 1 <= self.patch_size <= 32:
             raise ValueError(f"patch_size must be 1..32, got {self.patch_size}")
-        if self.feather < 0:
-            raise ValueError(f"feather must be >= 0, got {self.feather}")
 
 
 @dataclass(frozen=True)
@@ -101,6 +126,12 @@ def patchmatch_fill(rgb: Pixels, hole: Pixels, *, patch_size: int, seed: int) ->
 
 def draw_seed(seed: int | None) -> int:
     return seed if seed is not None else random.SystemRandom().randrange(2**32)
+
+
+def border_hole(hole: NDArray[np.bool_]) -> bool:
+    """Whether ``hole`` touches the picture's border and is big enough for the band fill."""
+    edges = hole[0].any() or hole[-1].any() or hole[:, 0].any() or hole[:, -1].any()
+    return bool(edges) and fill.hole_depth(hole) >= BORDER_HOLE_DEPTH
 
 
 class ClassicProvider:
@@ -143,37 +174,49 @@ class ClassicProvider:
         rgb = request.image.rgb8()
         hole = np.where(request.mask.array > 0, 255, 0).astype(np.uint8)
         progress(Progress("erase", 0, 1))
+        method = options.method
+        if method == "auto":
+            method = "band" if border_hole(hole > 0) else "patchmatch"
         seed: int | None = None
-        if options.method == "patchmatch":
+        filled: Pixels
+        if method == "band":
+            seed = draw_seed(request.seed)
+            filled = fill.fill_hole(rgb, hole > 0, seed=seed)
+        elif method == "patchmatch":
             seed = draw_seed(request.seed)
             filled = patchmatch_fill(rgb, hole, patch_size=options.patch_size, seed=seed)
         else:
             import cv2
 
-            flag = cv2.INPAINT_TELEA if options.method == "telea" else cv2.INPAINT_NS
+            flag = cv2.INPAINT_TELEA if method == "telea" else cv2.INPAINT_NS
             filled = cv2.inpaint(rgb, hole, options.radius, flag)
             seed = request.seed
         progress(Progress("erase", 1, 1))
         return ImageResult(
-            images=[OutputImage(pixels=filled, seed=seed)], provider=NAME, model=options.method
+            images=[OutputImage(pixels=filled, seed=seed)], provider=NAME, model=method
         )
 
     def _outpaint(self, request: OutpaintRequest, progress: ProgressCallback) -> ImageResult:
         options = parse_options(OutpaintOptions, request.options, provider=NAME)
-        canvas, fill, _ = compose.outpaint_canvas(
-            request.image.rgb8(),
-            left=request.left,
-            right=request.right,
-            top=request.top,
-            bottom=request.bottom,
-            feather=options.feather,
-        )
+        rgb = request.image.rgb8()
+        left, right, top, bottom = request.left, request.right, request.top, request.bottom
         progress(Progress("outpaint", 0, 1))
         seed = draw_seed(request.seed)
-        filled = patchmatch_fill(canvas, fill, patch_size=options.patch_size, seed=seed)
+        if options.method == "band":
+            height, width = rgb.shape[:2]
+            # the band the Toolkit cross-fades, clamped as compose.outpaint_canvas clamps it
+            seam = max(0, min(request.feather, width // 4, height // 4))
+            filled = fill.extend(
+                rgb, left=left, right=right, top=top, bottom=bottom, seed=seed, seam=seam
+            )
+        else:
+            canvas, to_fill, _ = compose.outpaint_canvas(
+                rgb, left=left, right=right, top=top, bottom=bottom, feather=request.feather
+            )
+            filled = patchmatch_fill(canvas, to_fill, patch_size=options.patch_size, seed=seed)
         progress(Progress("outpaint", 1, 1))
         return ImageResult(
-            images=[OutputImage(pixels=filled, seed=seed)], provider=NAME, model="patchmatch"
+            images=[OutputImage(pixels=filled, seed=seed)], provider=NAME, model=options.method
         )
 
     def _resize(
