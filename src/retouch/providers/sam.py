@@ -68,6 +68,8 @@ ENCODE_SIDE = 1024
 """EfficientSAM is given the picture with its long side at most this (it works at 1024)."""
 GRABCUT_SIDE = 512
 """GrabCut runs on a copy with its long side at most this; the edge is refined at full size."""
+GRABCUT_RUNS = 3
+"""GrabCut runs per mask (different k-means seeds); a pixel is the object when most say so."""
 IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], np.float32)
 IMAGENET_STD = np.array([0.229, 0.224, 0.225], np.float32)
 CACHED_EMBEDDINGS = 4
@@ -300,7 +302,7 @@ def refine_to_edges(rgb: NDArray[np.uint8], probability: NDArray[np.float32]) ->
     height, width = probability.shape
     radius = max(2, round(max(height, width) / 256))
     grey = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY).astype(np.float32) / 255.0
-    smoothed = guided_filter(grey, probability.astype(np.float32), radius, 1e-3)
+    smoothed = guided_filter(grey, probability.astype(np.float32), radius, 1e-2)
     hard = probability > 0.5
     band = cv2.dilate(hard.astype(np.uint8), np.ones((3, 3), np.uint8), iterations=radius * 2) > 0
     band &= ~(
@@ -418,7 +420,9 @@ def grabcut(rgb: NDArray[np.uint8], prompt: Prompt, *, iterations: int) -> NDArr
             int(np.clip(round((point[1] - top + 0.5) * factor - 0.5), 0, h - 1)),
         )
 
-    def cut(inside: int) -> NDArray[np.uint8]:
+    def cut(inside: int) -> NDArray[np.float32]:
+        """The share of GROWN_SEEDS GrabCut runs that call each pixel the object: its
+        colour models start from random k-means, and one run can go either way."""
         mask = np.full((h, w), cv2.GC_BGD, np.uint8)
         x0, y0 = at((box[0], box[1]))
         x1, y1 = at((box[2] - 1, box[3] - 1))
@@ -432,19 +436,22 @@ def grabcut(rgb: NDArray[np.uint8], prompt: Prompt, *, iterations: int) -> NDArr
                 cv2.circle(mask, at(point), radius, cv2.GC_BGD, -1)
         if not ((mask == cv2.GC_BGD) | (mask == cv2.GC_PR_BGD)).any():
             mask[0, :] = mask[-1, :] = mask[:, 0] = mask[:, -1] = cv2.GC_PR_BGD
-        background = np.zeros((1, 65), np.float64)
-        foreground = np.zeros((1, 65), np.float64)
-        cv2.grabCut(
-            bgr, mask, (0, 0, 0, 0), background, foreground, iterations, cv2.GC_INIT_WITH_MASK
-        )
-        chosen: NDArray[np.uint8] = ((mask == cv2.GC_FGD) | (mask == cv2.GC_PR_FGD)).astype(
-            np.uint8
-        )
-        return chosen
+        votes = np.zeros((h, w), np.float32)
+        for seed in range(GRABCUT_RUNS):
+            trial = mask.copy()
+            background = np.zeros((1, 65), np.float64)
+            foreground = np.zeros((1, 65), np.float64)
+            cv2.setRNGSeed(seed)  # the same clicks always give the same mask
+            cv2.grabCut(
+                bgr, trial, (0, 0, 0, 0), background, foreground, iterations, cv2.GC_INIT_WITH_MASK
+            )
+            votes += (trial == cv2.GC_FGD) | (trial == cv2.GC_PR_FGD)
+        share: NDArray[np.float32] = votes / GRABCUT_RUNS
+        return share
 
     chosen = cut(cv2.GC_PR_FGD)
     if prompt.box is None and seeded.any():
-        _, labels = cv2.connectedComponents(chosen, connectivity=8)
+        _, labels = cv2.connectedComponents((chosen > 0.5).astype(np.uint8), connectivity=8)
         clicked = {int(labels[at(p)[1], at(p)[0]]) for p in seeds} - {0}
         kept = np.isin(labels, sorted(clicked)).sum() if clicked else 0
         if kept < 0.5 * seeded.sum():
