@@ -142,7 +142,7 @@ def restorer_from_session(name: str, session: Any, size_hint: int | None) -> Res
         or images[0].type != "tensor(float)"
         or len(others) > 1
         or len(output) != 4
-        or output[1] not in (3, None) and not isinstance(output[1], str)
+        or (output[1] not in (3, None) and not isinstance(output[1], str))
     ):
         raise InvalidRequest(
             f"{name} is not a face restorer: it should take one float 1 x 3 x 512 x 512 image "
