@@ -196,7 +196,8 @@ class ClipSegProvider:
         sam = self._sam_provider()
         if options.sam and mask.any() and sam.available():
             mask, sam_model, regions = self._refine(rgb, mask, probability)
-            names.append(sam_model)
+            if regions:
+                names.append(sam_model)
             usage["sam_regions"] = regions
         if not mask.any():
             warnings.append(
@@ -240,7 +241,7 @@ class ClipSegProvider:
             out = np.maximum(out, segment.mask)
             model = segment.model
             regions += 1
-        return (out if regions else mask), model or "sam", regions
+        return (out if regions else mask), model, regions
 
     def load(self, name: str, *, threads: int) -> ClipSeg:
         key = (name, threads)
