@@ -58,7 +58,7 @@ class TextMaskOptions:
         low=0,
         high=254,
         metavar="LEVEL",
-        help="hard edges: subject where the mask > LEVEL",
+        help="select where the phrase's probability x 255 > LEVEL (default 102, i.e. 0.4)",
     )
     """Probability x 255 above which a pixel is selected (default 102, i.e. 0.4)."""
     sam: bool = param(
