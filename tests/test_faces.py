@@ -213,6 +213,20 @@ def test_restore_faces_changes_the_face_only(
     assert np.abs(raw[inner].mean(axis=(0, 1)) - astronaut[inner].mean(axis=(0, 1))).max() > 40
 
 
+def test_sixteen_bit_and_alpha_are_kept_outside_the_faces(
+    home: ModelStore, tmp_path: Path, astronaut: np.ndarray
+) -> None:
+    home.add("gfpgan-1.4", restorer_like(tmp_path / "g.onnx"), task="restore-faces")
+    fine = astronaut.astype(np.uint16) * 257 + np.uint16(77)  # low bits 8-bit would lose
+    alpha = np.full((512, 512, 1), 40000, np.uint16)
+    result = Toolkit().restore_faces(np.dstack([fine, alpha]))
+    out = result.image.pixels
+    assert out.dtype == np.uint16 and out.shape == (512, 512, 4)
+    assert (out[:, :, 3] == 40000).all()
+    same = (out[:, :, :3] == fine).all(axis=2)
+    assert 0.8 < same.mean() < 0.97 and result.usage["restored"] == 1
+
+
 def test_small_faces_and_other_faces_are_left_alone(
     home: ModelStore, tmp_path: Path, astronaut: np.ndarray
 ) -> None:

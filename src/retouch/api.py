@@ -496,17 +496,20 @@ class Toolkit:
         scale: float = 4.0,
         width: int | None = None,
         height: int | None = None,
+        face_enhance: bool = False,
         model: str | None = None,
         provider: str | None = None,
         options: Options = None,
         progress: ProgressCallback = no_progress,
     ) -> ImageResult:
-        """Enlarge by ``scale`` or to ``width``/``height``; alpha and 16 bit are kept."""
+        """Enlarge by ``scale`` or to ``width``/``height``; alpha and 16 bit are kept.
+        ``face_enhance``: then restore the faces in the result."""
         request = UpscaleRequest(
             image=self.load(image),
             scale=scale,
             width=width,
             height=height,
+            face_enhance=face_enhance,
             model=model,
             provider=provider,
             options=options,
@@ -702,15 +705,18 @@ class Toolkit:
         image: ImageSource,
         *,
         fidelity: float = 0.5,
+        upscale: float = 1.0,
         model: str | None = None,
         provider: str | None = None,
         options: Options = None,
         progress: ProgressCallback = no_progress,
     ) -> ImageResult:
-        """Restore faces (providers that declare ``restore-faces``)."""
+        """Find the faces and restore them; pixels outside the faces are returned unchanged.
+        ``fidelity``: CodeFormer's w; ``upscale``: enlarge the picture first."""
         request = RestoreFacesRequest(
             image=self.load(image),
             fidelity=fidelity,
+            upscale=upscale,
             model=model,
             provider=provider,
             options=options,

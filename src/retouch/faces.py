@@ -313,14 +313,15 @@ def match_colours(
 
 
 def paste_back(
-    canvas: NDArray[np.uint8],
+    canvas: NDArray[Any],
     restored: NDArray[np.uint8],
     matrix: NDArray[Any],
     mask: NDArray[np.float32],
 ) -> NDArray[np.float32]:
-    """Blend ``restored`` (the aligned crop, ``matrix`` image -> crop) into ``canvas`` in
-    place through ``mask`` (crop space, 0..1) warped back to the image. Returns the warped
-    mask over the whole canvas (0 where the canvas was left exactly as it was)."""
+    """Blend ``restored`` (the aligned 8-bit crop, ``matrix`` image -> crop) into ``canvas``
+    (8 or 16 bit) in place through ``mask`` (crop space, 0..1) warped back to the image.
+    Returns the warped mask over the whole canvas (0 where the canvas was left exactly as
+    it was)."""
     import cv2
 
     height, width = canvas.shape[:2]
@@ -357,9 +358,10 @@ def paste_back(
     weight = np.clip(weight, 0.0, 1.0)
     weight[weight < 1e-3] = 0.0  # interpolation crumbs: leave those pixels exact
     part = canvas[top:bottom, left:right]
+    peak = float(np.iinfo(canvas.dtype).max)
     base = part.astype(np.float32)
-    blended = base + weight[:, :, None] * (warped.astype(np.float32) - base)
-    part[:] = np.clip(np.rint(blended), 0, 255).astype(np.uint8)
+    blended = base + weight[:, :, None] * (warped.astype(np.float32) * (peak / 255.0) - base)
+    part[:] = np.clip(np.rint(blended), 0, peak).astype(canvas.dtype)
     whole[top:bottom, left:right] = weight
     return whole
 

@@ -189,7 +189,10 @@ class FacesProvider:
         "store, aligned to the FFHQ template and pasted back seamlessly",
         operations={
             TASK: OperationSpec(
-                min_side=8, honours=frozenset({"model", "fidelity"}), options=FacesOptions
+                min_side=8,
+                accepts_16bit=True,  # pasted into the 16-bit picture: the rest keeps its bits
+                honours=frozenset({"model", "fidelity"}),
+                options=FacesOptions,
             )
         },
         priority=10,
@@ -250,7 +253,7 @@ class FacesProvider:
             min_size=options.min_face,
             only_center=options.only_center_face,
         )
-        canvas = rgb.copy()
+        canvas = np.ascontiguousarray(request.image.pixels[:, :, :3]).copy()
         soft = face_ops.crop_mask(restorer.size)
         weight = _face_weight(restorer.size)
         for index, face in enumerate(work):

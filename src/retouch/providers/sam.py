@@ -446,7 +446,7 @@ def grabcut(rgb: NDArray[np.uint8], prompt: Prompt, *, iterations: int) -> NDArr
                 bgr, trial, (0, 0, 0, 0), background, foreground, iterations, cv2.GC_INIT_WITH_MASK
             )
             votes += (trial == cv2.GC_FGD) | (trial == cv2.GC_PR_FGD)
-        share: NDArray[np.float32] = votes / GRABCUT_RUNS
+        share: NDArray[np.float32] = (votes / GRABCUT_RUNS).astype(np.float32)
         return share
 
     chosen = cut(cv2.GC_PR_FGD)

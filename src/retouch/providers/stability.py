@@ -235,22 +235,20 @@ class StabilityProvider:
             return self._upscale(request, options, progress)
         phrase = _mask_phrase(request)
         if phrase is not None:  # the service finds the area the phrase names
-            mode = (
-                "search-and-replace"
-                if isinstance(request, InpaintRequest)
-                else "search-and-recolor"
-            )
-            key = "search_prompt" if mode == "search-and-replace" else "select_prompt"
+            replace = isinstance(request, InpaintRequest)
+            mode = "search-and-replace" if replace else "search-and-recolor"
+            key = "search_prompt" if replace else "select_prompt"
             if options.mode not in (None, mode) or getattr(options, key) not in (None, phrase):
                 raise InvalidRequest(
                     f"{NAME}: the text: mask is sent as {mode}'s {key}; leave out mode and {key}",
                     param="mask",
                 )
-            options = dataclasses.replace(options, mode=mode, **{key: phrase})
-            request = dataclasses.replace(
-                request,
-                mask=None if isinstance(request, EditRequest) else request.mask,
-            )
+            if replace:
+                options = dataclasses.replace(options, mode=mode, search_prompt=phrase)
+            else:
+                options = dataclasses.replace(options, mode=mode, select_prompt=phrase)
+            if isinstance(request, EditRequest):  # the phrase stands for the mask
+                request = dataclasses.replace(request, mask=None)
         if isinstance(request, (VariationsRequest, EditRequest)) and (
             isinstance(request, VariationsRequest) or (options.mode or "img2img") == "img2img"
         ):
