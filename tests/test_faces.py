@@ -401,6 +401,16 @@ def test_http_restore_faces_and_face_masks(
         assert answer.status_code == 200, answer.text
         body = answer.json()
         assert body["usage"]["faces"][0]["detector"] == "haar"
+        erased = client.post(
+            "/v1/erase",
+            files=files,
+            data={"mask": "faces", "provider": "classic", "method": "telea"},
+        )
+        assert erased.status_code == 200, erased.text
+        out = np.asarray(Image.open(io.BytesIO(erased.content)).convert("RGB"))
+        changed = np.abs(out.astype(int) - np.asarray(Image.open(astronaut_file)).astype(int))
+        ys, xs = np.nonzero(changed.max(axis=2))
+        assert xs.min() > 170 and xs.max() < 275 and ys.min() > 70 and ys.max() < 185
         operations = {op["name"]: op for op in client.get("/v1/operations").json()["data"]}
         restore = {p["name"]: p for p in operations["restore-faces"]["providers"]}
         assert restore["faces"]["ready"] and "fidelity" in restore["faces"]["honours"]

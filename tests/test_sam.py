@@ -270,6 +270,9 @@ def test_the_click_tool_is_published_and_served(home: ModelStore, astronaut_file
         assert mask.shape == (512, 512) and mask[100, 418] == 255 and mask[300, 100] == 0
         answer = client.post("/v1/masks/click", files=files)
         assert answer.status_code == 400 and "--point" in answer.text
+        spec = {"mask": "click:418,100;395,150;box=350,0,475,290", "provider": "classic"}
+        erased = client.post("/v1/erase", files=files, data=spec)
+        assert erased.status_code == 200, erased.text
 
 
 # --- real weights ------------------------------------------------------------------------------------

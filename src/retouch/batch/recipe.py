@@ -47,6 +47,7 @@ import numpy as np
 
 from retouch.declaration import FieldSpec, build_request, check_values, request_fields
 from retouch.errors import DependencyMissing, InvalidRequest, RetouchError
+from retouch.masks import MASK_PREFIXES
 from retouch.picture import Picture
 from retouch.types import MASK_WORDS, Operation
 
@@ -420,6 +421,8 @@ def _absolute(spec: FieldSpec | None, value: Any, folder: Path | None) -> Any:
         return value
     if folder is None or value in MASK_WORDS or "://" in value or value.startswith("data:"):
         return value
+    if value.startswith(MASK_PREFIXES):  # click:X,Y / text:PHRASE, not files
+        return value
     path = Path(os.path.expanduser(value))
     return str(path if path.is_absolute() else folder / path)
 
@@ -540,7 +543,7 @@ def _may_come_from_a_row(exc: InvalidRequest, step: Step, specs: Mapping[str, Fi
 def _check_file(value: Any, name: str, where: str) -> None:
     if not isinstance(value, str) or value in MASK_WORDS or "://" in value:
         return
-    if value.startswith("data:") or Path(value).is_file():
+    if value.startswith(("data:", *MASK_PREFIXES)) or Path(value).is_file():
         return
     raise RecipeError(f"{where}: {name} {value}: no such file; check the path", param=name)
 

@@ -34,6 +34,7 @@ from retouch._version import __version__
 from retouch.api import Toolkit
 from retouch.declaration import FieldSpec, check_given, request_fields
 from retouch.errors import Cancelled, InvalidRequest, RetouchError, UnsupportedOperation
+from retouch.masks import MASK_PREFIXES
 from retouch.results import ImageResult
 from retouch.server import urlfetch
 from retouch.server.errors import HTTPProblem, body, for_exception
@@ -50,12 +51,11 @@ from retouch.server.schema import (
 )
 from retouch.server.settings import ServerSettings
 from retouch.server.workers import Executor, ProcessExecutor, Task, ThreadExecutor
-from retouch.types import MASK_KINDS, InpaintRequest, Operation, Progress
+from retouch.types import MASK_KINDS, MASK_WORDS, InpaintRequest, Operation, Progress
 
 log = logging.getLogger("retouch.server")
 OUTPUT_FORMATS = {"png": "PNG", "jpeg": "JPEG", "webp": "WEBP"}
 OPENAI_SIZES = {"256x256", "512x512", "1024x1024", "1536x1024", "1024x1536", "auto"}
-MASK_WORDS = {"subject", "background"}
 
 
 class ErrorDetail(BaseModel):
@@ -145,14 +145,15 @@ def _metrics(service_jobs: Callable[[], JobManager], limiter: Limiter) -> Any:
 # --- reading requests -----------------------------------------------------------------------
 
 Images = dict[str, bytes | str]
-"""Image fields: uploaded bytes, or (mask fields only) the words 'subject' / 'background'."""
+"""Image fields: uploaded bytes, or (mask fields only) a word ('subject', 'background',
+'faces') or a 'click:...' / 'text:...' mask made from the image."""
 
 
 async def _decode_text_image(service: Service, name: str, value: str) -> bytes | str:
     """An image given as text: a data URI, base64, an http(s) URL (when allowed; fetched off
-    the event loop) or, for masks, 'subject' / 'background'. Never a path on the server."""
+    the event loop) or, for masks, a word or a click:/text: mask. Never a path on the server."""
     text = value.strip()
-    if name == "mask" and text in MASK_WORDS:
+    if name == "mask" and (text in MASK_WORDS or text.startswith(MASK_PREFIXES)):
         return text
     if text.startswith(("http://", "https://")):
         if not service.settings.allow_image_urls:
