@@ -421,7 +421,7 @@ def grabcut(rgb: NDArray[np.uint8], prompt: Prompt, *, iterations: int) -> NDArr
         )
 
     def cut(inside: int) -> NDArray[np.float32]:
-        """The share of GROWN_SEEDS GrabCut runs that call each pixel the object: its
+        """The share of GRABCUT_RUNS GrabCut runs that call each pixel the object: its
         colour models start from random k-means, and one run can go either way."""
         mask = np.full((h, w), cv2.GC_BGD, np.uint8)
         x0, y0 = at((box[0], box[1]))
