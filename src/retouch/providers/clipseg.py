@@ -161,7 +161,11 @@ class ClipSegProvider:
                 error = DependencyMissing(package, EXTRA, "masks from a phrase")
                 return ProviderStatus(False, str(error), error)
         if self._store().find(DEFAULT_MODEL) is None:
-            error = ModelNotAvailable(DEFAULT_MODEL, "CIDAS/clipseg-rd64-refined, about 600 MB")
+            error = ModelNotAvailable(
+                DEFAULT_MODEL,
+                "CIDAS/clipseg-rd64-refined, about 600 MB; add --trust: no checksums are "
+                "published for its files",
+            )
             return ProviderStatus(False, str(error), error, needs_model=True)
         sam = self._sam_provider().available()
         refine = f"; refined by {sam[0]}" if sam else ""

@@ -226,8 +226,9 @@ class FacesProvider:
             )
         error = ModelNotAvailable(
             PREFERRED[0],
-            "or codeformer, restoreformer-plus-plus, gpen-bfr-512; faces are found with no "
-            "download, restoring them needs one of these",
+            "add --trust: only CRC32s are published for it; or codeformer, "
+            "restoreformer-plus-plus, gpen-bfr-512. Faces are found with no download, "
+            "restoring them needs one of these",
         )
         return ProviderStatus(False, str(error), error, needs_model=True)
 
