@@ -60,7 +60,12 @@ def _mask() -> np.ndarray:
 def _mask_request(seed: int | None, spec: OperationSpec) -> MaskRequest:
     """A kind the provider makes, with what that kind needs."""
     kinds = sorted(spec.choices.get("kind", {"subject"}))
-    return MaskRequest(image=_photo(), kind="invert" if "invert" in kinds else kinds[0])
+    kind = "invert" if "invert" in kinds else kinds[0]
+    needs: dict[str, dict[str, object]] = {
+        "click": {"points": ((40, 30),)},
+        "text": {"text": "a dark patch"},
+    }
+    return MaskRequest(image=_photo(), kind=kind, **needs.get(kind, {}))  # type: ignore[arg-type]
 
 
 def _stylize_request(seed: int | None, spec: OperationSpec) -> StylizeRequest:
@@ -197,11 +202,27 @@ def _tiny_diffusers(mp: pytest.MonkeyPatch, root: Path) -> Iterator[Any]:
     yield None
 
 
+def _tiny_restorer(mp: pytest.MonkeyPatch, root: Path) -> Iterator[Any]:
+    from .tiny_faces import restorer_like
+
+    ModelStore().add("gfpgan-1.4", restorer_like(root / "gfpgan.onnx"), task="restore-faces")
+    yield None
+
+
+def _tiny_clipseg(mp: pytest.MonkeyPatch, root: Path) -> Iterator[Any]:
+    from .test_clipseg import tiny_clipseg
+
+    ModelStore().add("clipseg", tiny_clipseg(root / "clipseg"), task="mask")
+    yield None
+
+
 WEIGHTED: dict[str, Callable[[pytest.MonkeyPatch, Path], Iterator[Any]]] = {
     "lama": _tiny_lama,
     "diffusers": _tiny_diffusers,
+    "faces": _tiny_restorer,
+    "clipseg": _tiny_clipseg,
 }
-SLOW = {"diffusers"}
+SLOW = {"diffusers", "clipseg"}
 
 DEFAULT = Toolkit()
 NAMES = DEFAULT.registry.names()

@@ -68,7 +68,6 @@ from retouch.types import (
     StylizeRequest,
     UpscaleRequest,
     VariationsRequest,
-    mask_word,
     no_progress,
     parse_options,
     to_uint8,
@@ -170,6 +169,14 @@ class Toolkit:
                 request, provider.info.operations[operation]
             ):
                 return provider
+        kind = getattr(request, "kind", None)
+        for provider in candidates:  # a kind only a provider that is not ready makes: its error
+            makes = provider.info.operations[operation].choices.get("kind", frozenset())
+            if ready and kind in makes and provider not in ready:
+                status = provider.status()
+                if not (names_model and status.needs_model):
+                    _raise_unless_ready(status, provider.info.name)
+                return provider
         if ready:
             return ready[0]  # it cannot honour everything asked: check_request says what
         if not candidates:
@@ -266,6 +273,7 @@ class Toolkit:
                         "ready": status.ready,
                         "detail": status.detail,
                         "honours": sorted(honours(spec)),
+                        "choices": {k: sorted(v) for k, v in spec.choices.items()},
                         "options": [s.name for s in options],
                     }
                 )
@@ -317,11 +325,15 @@ class Toolkit:
         resize: bool = False,
         warnings: list[str] | None = None,
     ) -> Mask:
-        """A mask file/array in retouch's convention, or "subject" / "background" made
-        from ``picture`` by the best mask provider (a file of that name wins)."""
-        word = mask_word(mask)
-        if word in SUBJECT_MASKS and not os.path.exists(str(mask)):
-            made = self.subject_mask(picture, word)
+        """A mask file/array in retouch's convention, or one made from ``picture`` by the
+        best mask provider: "subject", "background", "faces", "click:X,Y;..." or
+        "text:PHRASE" (a file of that name wins)."""
+        exists = isinstance(mask, str) and os.path.exists(mask)
+        word = None if exists else mask_ops.parse_mask_word(mask)
+        if word is not None:
+            kind, fields = word
+            result = self.run(MaskRequest(image=picture, kind=kind, **dict(fields)))  # type: ignore[arg-type]
+            made = np.ascontiguousarray(result.image.pixels[:, :, 0], dtype=np.uint8)
             return mask_ops.invert(made) if invert else made
         return mask_ops.load_mask(
             mask,
@@ -485,17 +497,20 @@ class Toolkit:
         scale: float = 4.0,
         width: int | None = None,
         height: int | None = None,
+        face_enhance: bool = False,
         model: str | None = None,
         provider: str | None = None,
         options: Options = None,
         progress: ProgressCallback = no_progress,
     ) -> ImageResult:
-        """Enlarge by ``scale`` or to ``width``/``height``; alpha and 16 bit are kept."""
+        """Enlarge by ``scale`` or to ``width``/``height``; alpha and 16 bit are kept.
+        ``face_enhance``: then restore the faces in the result."""
         request = UpscaleRequest(
             image=self.load(image),
             scale=scale,
             width=width,
             height=height,
+            face_enhance=face_enhance,
             model=model,
             provider=provider,
             options=options,
@@ -691,15 +706,18 @@ class Toolkit:
         image: ImageSource,
         *,
         fidelity: float = 0.5,
+        upscale: float = 1.0,
         model: str | None = None,
         provider: str | None = None,
         options: Options = None,
         progress: ProgressCallback = no_progress,
     ) -> ImageResult:
-        """Restore faces (providers that declare ``restore-faces``)."""
+        """Find the faces and restore them; pixels outside the faces are returned unchanged.
+        ``fidelity``: CodeFormer's w; ``upscale``: enlarge the picture first."""
         request = RestoreFacesRequest(
             image=self.load(image),
             fidelity=fidelity,
+            upscale=upscale,
             model=model,
             provider=provider,
             options=options,
@@ -722,11 +740,16 @@ class Toolkit:
         if provider is not None:
             request = dataclasses.replace(request, provider=provider)
         check_values(request)
+        if (isinstance(request, UpscaleRequest) and request.face_enhance) or (
+            isinstance(request, RestoreFacesRequest) and request.upscale != 1
+        ):
+            return self._upscale_and_restore_faces(request, progress, started)
         warnings: list[str] = []
         mask: Mask | None = None
         if (
             isinstance(request, (EraseRequest, InpaintRequest, EditRequest))
             and request.mask is not None
+            and not self._phrase_for_provider(request)
         ):
             if isinstance(request, EditRequest) and (request.width or request.height):
                 raise InvalidRequest(
@@ -778,6 +801,55 @@ class Toolkit:
         if isinstance(request, RemoveBackgroundRequest):
             return self._run_remove_background(request, chosen, spec, progress, started)
         return self._run_whole(request, chosen, spec, progress, started)
+
+    def _phrase_for_provider(self, request: MaskedRequest) -> bool:
+        """A ``text:PHRASE`` mask goes to a provider that finds the area itself (it lists
+        ``mask_phrase`` in ``honours``: Stability's search-and-replace/recolor) instead of
+        being made here."""
+        if request.mask is None or not isinstance(request.mask.source, str):
+            return False
+        if not request.mask.source.startswith("text:") or os.path.exists(request.mask.source):
+            return False
+        chosen = self.provider_for(request.operation, request.provider, request=request)
+        return "mask_phrase" in chosen.info.operations[request.operation].honours
+
+    def _upscale_and_restore_faces(
+        self,
+        request: UpscaleRequest | RestoreFacesRequest,
+        progress: ProgressCallback,
+        started: float,
+    ) -> ImageResult:
+        """``upscale --face-enhance`` and ``restore-faces --upscale N``: the upscale (its
+        provider chosen as for any upscale), then restore-faces on its result, each through
+        ``run``: faces are found and restored at the new size, on any upscaler's output."""
+        if isinstance(request, UpscaleRequest):
+            enlarge = dataclasses.replace(request, face_enhance=False)
+            restore = RestoreFacesRequest(image=request.image)
+        else:
+            enlarge = UpscaleRequest(image=request.image, scale=request.upscale)
+            restore = dataclasses.replace(request, upscale=1.0)
+        self._check_output_size(enlarge)
+        # both providers are checked before the (slow) upscale runs
+        self.provider_for("upscale", enlarge.provider, request=enlarge)
+        self.provider_for("restore-faces", restore.provider, request=restore)
+        enlarged = self.run(enlarge, progress=progress)
+        picture = request.image.with_pixels(enlarged.image.pixels)
+        restored = self.run(dataclasses.replace(restore, image=picture), progress=progress)
+        parameters = request_parameters(request)
+        parameters["provider"] = f"{enlarged.provider}+{restored.provider}"
+        return ImageResult(
+            images=restored.images,
+            provider=parameters["provider"],
+            model=f"{enlarged.model}+{restored.model}",
+            timings={
+                "upscale": enlarged.timings.get("total", 0.0),
+                "restore-faces": restored.timings.get("total", 0.0),
+                "total": round(time.perf_counter() - started, 4),
+            },
+            usage={"upscale": enlarged.usage, "restore-faces": restored.usage},
+            warnings=[*enlarged.warnings, *restored.warnings],
+            parameters=parameters,
+        )
 
     def _check_model_paths(self, request: Request, provider: Provider) -> None:
         """Where files may not be named (a server), a model or option that is a path must be

@@ -139,6 +139,7 @@ EXAMPLES: dict[str, str] = {
     "variations": "example: retouch variations photo.jpg -n 4 --provider diffusers -o var.png",
     "upscale": "examples:\n  retouch upscale photo.jpg -o big.jpg\n"
     "  retouch upscale photo.jpg --scale 2 --model x4plus -o big.png\n"
+    "  retouch upscale portrait.jpg --model x4plus --face-enhance -o big.png  # then restore faces\n"
     "  retouch upscale photos/ -o photos-4x/          # a folder, skipping done files",
     "resize": "examples:\n  retouch resize big.png --max-size 1600 -o web.webp --quality 85\n"
     "  retouch resize shots/ --max-width 1920 --max-height 1080 -o web/  # 1920x1080> (shrink only)",
@@ -148,11 +149,37 @@ EXAMPLES: dict[str, str] = {
     "remove-background": "examples:\n  retouch remove-bg product.jpg -o product.png\n"
     "  retouch remove-bg portrait.jpg --bg-blur 25 -o portrait-blur.jpg\n"
     "  retouch remove-bg shots/ -o cutouts/          # a folder, skipping done files",
-    "restore-faces": "example: retouch restore-faces old.jpg --fidelity 0.7 -o restored.jpg",
+    "restore-faces": "examples:\n"
+    "  retouch models pull gfpgan-1.4 --trust                 # once (or codeformer, ...)\n"
+    "  retouch restore-faces old.jpg -o restored.jpg\n"
+    "  retouch restore-faces old.jpg --model codeformer --fidelity 0.7 -o restored.jpg\n"
+    "  retouch restore-faces group.jpg --upscale 2 --only-center-face -o big.png\n"
+    "Faces are found with OpenCV (no download) or YuNet (retouch models pull yunet),\n"
+    "aligned to the FFHQ template, restored at 512 and pasted back through a feathered\n"
+    "mask; faces smaller than --min-face are left alone, pixels outside faces unchanged.",
     "stylize": "examples:\n  retouch stylize --list-styles\n"
     "  retouch stylize photo.jpg --style 7 -o styled.jpg\n"
     "  retouch stylize photo.jpg --style-image starry.jpg --strength 0.7 -o styled.jpg\n"
     "  retouch stylize photo.jpg --prompt 'a watercolour painting' -o wc.jpg  # diffusers",
+}
+MASK_EXAMPLES: dict[str, str] = {
+    "click": "examples:\n"
+    "  retouch mask click photo.jpg --point 420,100 -o rocket.png\n"
+    "  retouch mask click photo.jpg --point 420,100 --point 395,150 --negative 446,150 -o m.png\n"
+    "  retouch mask click photo.jpg --box 350,0,475,290 -o m.png\n"
+    "  retouch erase photo.jpg --mask 'click:420,100;-446,150' -o clean.jpg  # anywhere\n"
+    "Segment Anything when its weights are here (retouch models pull sam2.1-tiny or\n"
+    "efficientsam-vitt), else GrabCut from the same points (the result's model says which).",
+    "text": "examples:\n"
+    "  retouch mask text photo.jpg 'the rocket' -o rocket.png\n"
+    "  retouch mask text photo.jpg --text 'the rocket' --threshold 80 -o rocket.png\n"
+    "  retouch inpaint photo.jpg --mask 'text:the red car' --prompt 'a blue bus' -o bus.jpg\n"
+    "Needs CLIPSeg: pip install 'retouch[text-masks]' and retouch models pull clipseg --trust.",
+    "faces": "examples:\n"
+    "  retouch mask faces photo.jpg -o faces.png               # feathered ovals\n"
+    "  retouch mask faces photo.jpg --shape box -o boxes.png\n"
+    "  retouch faces photo.jpg --json                          # boxes, landmarks, scores\n"
+    "OpenCV's Haar cascades (no download), or YuNet after: retouch models pull yunet",
 }
 FIELD = "field:"
 """Prefix of the argparse destinations that hold declared fields."""
@@ -224,6 +251,8 @@ def _add_field(parser: argparse.ArgumentParser, spec: FieldSpec, *, required: bo
     if p.choices:
         kwargs["choices"] = p.choices
         del kwargs["metavar"]
+    if spec.kind == "points":  # --point X,Y --point X,Y: each adds to the list
+        kwargs["action"] = "append"
     if required or (spec.required and spec.kind != "image"):
         kwargs["required"] = True
     parser.add_argument(*flags, **kwargs)
@@ -251,7 +280,9 @@ def _fields_parser(
                 help=f"{spec.param.help}: a file (PNG, JPEG, WebP, TIFF...) or a folder of them",
             )
         elif p.cli:
-            _add_field(parser, spec, required=kind in p.required_for)
+            # mask text's phrase may instead follow the image (cmd_operation checks one came)
+            positional = kind == "text" and spec.name == "text"
+            _add_field(parser, spec, required=kind in p.required_for and not positional)
     parser.set_defaults(operation=operation, kind_value=kind)
     _common(parser)
 
@@ -287,12 +318,23 @@ def add_operation(
     chooser = parser.add_subparsers(dest="kind_command", metavar="KIND", required=True)
     for kind in kinds.param.choices:
         text = MASK_KINDS.get(kind, kind)
-        child = chooser.add_parser(kind, help=text, description=text)
+        child = chooser.add_parser(
+            kind,
+            help=text,
+            description=text,
+            epilog=MASK_EXAMPLES.get(kind),
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
         _fields_parser(child, operation, fields, toolkit.option_fields(operation, kind), kind)
         if kind in ("rect", "ellipse", "polygon"):
             child.add_argument(
                 "--size", type=_size, help="mask size WIDTHxHEIGHT instead of an image"
             )
+        if kind == "text":  # the phrase may follow the image, as the command reads aloud
+            child.add_argument(
+                "phrase", nargs="?", help="what to select, e.g. 'the red car' (or --text)"
+            )
+
     return parser
 
 
@@ -342,6 +384,25 @@ def build_parser(toolkit: Toolkit | None = None) -> argparse.ArgumentParser:
         help="worker processes that run the work (same as RETOUCH_WORKERS; default 1 per "
         "core, at most 2; 0 runs it in threads of the server, which a cancel cannot stop)",
     )
+
+    faces = sub.add_parser(
+        "faces",
+        help="find the faces in a photo: boxes, five landmarks, scores",
+        description="Find the faces in a photo and print their boxes (left, top, right, bottom), "
+        "five landmarks (eyes, nose tip, mouth corners) and scores. OpenCV's Haar cascades "
+        "need no download (frontal faces; nose and mouth placed from the eyes; no score); "
+        "YuNet is used once `retouch models pull yunet` has fetched it (230 KB).",
+        epilog="example: retouch faces group.jpg --json",
+    )
+    faces.add_argument("image", help="the photo")
+    faces.add_argument(
+        "--detector",
+        choices=("auto", "haar", "yunet"),
+        default="auto",
+        help="auto (default): yunet when it is here, else haar",
+    )
+    faces.add_argument("--json", action="store_true", help="print JSON")
+    faces.add_argument("--max-pixels", type=int, default=_default_max_pixels())
 
     providers = sub.add_parser(
         "providers", help="list providers, their operations and whether each is ready"
@@ -495,6 +556,8 @@ def _field_values(args: argparse.Namespace) -> dict[str, Any]:
     for dest, value in vars(args).items():
         if dest.startswith(FIELD) and value is not None:
             values[dest[len(FIELD) :]] = value
+            if isinstance(value, list) and dest != FIELD + "options":  # repeated --point
+                values[dest[len(FIELD) :]] = " ".join(value)
     if "options" in values:
         values["options"] = _parse_options(values["options"])
     return values
@@ -547,6 +610,11 @@ def cmd_operation(args: argparse.Namespace) -> int:
     image: Any = args.image
     if args.kind_value is not None:  # mask KIND: a grey PNG named after the kind
         values["kind"] = args.kind_value
+        phrase = getattr(args, "phrase", None)
+        if phrase is not None:
+            if values.get("text") is not None:
+                raise UsageError("give the phrase once: after the image or with --text")
+            values["text"] = phrase
         label, suffix = f"{label}-{args.kind_value}", ".png"
         if not image and getattr(args, "size", None):
             import numpy as np
@@ -680,6 +748,38 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_faces(args: argparse.Namespace) -> int:
+    """The faces in a photo, through the mask operation's face kind (the one code path)."""
+    from retouch.types import MaskRequest
+
+    toolkit = _toolkit(args)
+    request = MaskRequest(
+        image=toolkit.load(args.image), kind="faces", options={"detector": args.detector}
+    )
+    result = toolkit.run(request)
+    found = result.usage.get("faces", [])
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "image": args.image,
+                    "width": result.image.width,
+                    "height": result.image.height,
+                    "detector": result.usage.get("detector"),
+                    "faces": found,
+                },
+                indent=2,
+            )
+        )
+        return 0
+    for index, face in enumerate(found):
+        box = ", ".join(f"{v:g}" for v in face["box"])
+        score = "" if face["score"] is None else f"  score {face['score']:.2f}"
+        print(f"face {index}: box {box}{score}")
+    print(f"{len(found)} face(s) ({result.usage.get('detector')})", file=sys.stderr)
+    return 0
+
+
 def cmd_providers(args: argparse.Namespace) -> int:
     reports = _toolkit(args).providers()
     if args.json:
@@ -743,6 +843,7 @@ def cmd_recipe(args: argparse.Namespace) -> int:
 
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "faces": cmd_faces,
     "providers": cmd_providers,
     "serve": cmd_serve,
     "models": cmd_models,

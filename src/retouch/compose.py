@@ -85,6 +85,7 @@ def result_size(request: object) -> tuple[int, int]:
         EditRequest,
         OutpaintRequest,
         ResizeRequest,
+        RestoreFacesRequest,
         UpscaleRequest,
         VariationsRequest,
     )
@@ -105,6 +106,8 @@ def result_size(request: object) -> tuple[int, int]:
         return size[0] + request.left + request.right, size[1] + request.top + request.bottom
     if isinstance(request, (EditRequest, VariationsRequest)):
         return output_size(request)
+    if isinstance(request, RestoreFacesRequest) and request.upscale != 1:
+        return scaled_size(size, scale=request.upscale, width=None, height=None)
     return size
 
 

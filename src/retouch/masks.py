@@ -86,6 +86,53 @@ def mask_from_picture(
     return luminance(picture.rgb8())
 
 
+def parse_mask_word(source: object) -> tuple[str, dict[str, object]] | None:
+    """The mask request a mask source names, as (kind, fields), or None for a file.
+
+    ``subject``, ``background`` and ``faces`` are kinds of their own; ``click:X,Y;X,Y``
+    names points on the object (``-X,Y`` a point not on it, ``box=L,T,R,B`` a box around
+    it) and ``text:the red car`` a phrase."""
+    from retouch.types import MASK_WORDS, mask_word
+
+    if mask_word(source) is None:
+        return None
+    assert isinstance(source, str)
+    if source.strip() in MASK_WORDS:
+        return source.strip(), {}
+    if source.startswith("text:"):
+        phrase = source[len("text:") :].strip()
+        if not phrase:
+            raise MaskError("a text: mask needs a phrase, e.g. --mask 'text:the red car'")
+        return "text", {"text": phrase}
+    if not source.startswith("click:"):
+        return None
+    points: list[tuple[int, int]] = []
+    negative: list[tuple[int, int]] = []
+    box: tuple[int, int, int, int] | None = None
+    for part in source[len("click:") :].replace(" ", "").split(";"):
+        if not part:
+            continue
+        try:
+            if part.startswith("box="):
+                left, top, right, bottom = (int(float(v)) for v in part[4:].split(","))
+                box = (left, top, right, bottom)
+                continue
+            target = negative if part.startswith("-") else points
+            x, y = (int(float(v)) for v in part.lstrip("-").split(","))
+        except ValueError:
+            raise MaskError(
+                f"click mask part {part!r} is not X,Y, -X,Y (not the object) or box=L,T,R,B; "
+                "e.g. --mask 'click:120,80;-40,60'"
+            ) from None
+        target.append((x, y))
+    if not points and box is None:
+        raise MaskError("a click: mask needs a point on the object (X,Y) or box=L,T,R,B")
+    fields: dict[str, object] = {"points": tuple(points), "negative_points": tuple(negative)}
+    if box is not None:
+        fields["box"] = box
+    return "click", fields
+
+
 def luminance(rgb: np.ndarray) -> Mask:
     """Grey level of an RGB mask (ITU-R 601 weights, as PIL's convert('L'))."""
     if rgb.ndim == 2:

@@ -191,9 +191,11 @@ def _param_of(f: dataclasses.Field[Any]) -> Param | None:
 MaskFrom = Literal["auto", "luminance", "alpha"]
 DEFAULT_CROP_MARGIN = 128
 """Context around the mask's box for masked work (IOPaint's crop margin)."""
-MASK_WORDS = ("subject", "background")
-"""Mask sources made from the image itself by a mask provider: the word alone, or
-``word:arguments`` for kinds that take some."""
+MASK_WORDS = ("subject", "background", "faces")
+"""Mask sources made from the image itself by a mask provider, named by a word alone."""
+MASK_PREFIXES = ("click", "text")
+"""Mask sources that take arguments: ``click:X,Y;-X,Y;box=L,T,R,B``, ``text:the red car``
+(``retouch.masks.parse_mask_word`` reads them)."""
 
 
 def mask_word(source: object) -> str | None:
@@ -201,8 +203,10 @@ def mask_word(source: object) -> str | None:
     or None when it is not one of the words (a file, bytes, an array...)."""
     if not isinstance(source, str) or len(source) > 10_000:
         return None
-    word = source.split(":", 1)[0].strip()
-    return word if word in MASK_WORDS else None
+    if source.strip() in MASK_WORDS:
+        return source.strip()
+    word, colon, _ = source.partition(":")
+    return word if colon and word in MASK_PREFIXES else None
 
 
 MASK_KINDS: dict[str, str] = {
@@ -217,6 +221,11 @@ MASK_KINDS: dict[str, str] = {
     "invert": "swap edit and keep",
     "threshold": "make a grey mask pure black/white",
     "from-alpha": "mask from transparency (transparent = edit), as OpenAI/ComfyUI masks are",
+    "faces": "the faces in a photo: ovals turned with each face, or boxes (OpenCV, no download; "
+    "YuNet from the store)",
+    "click": "the object under clicked points and/or inside a box (Segment Anything from the "
+    "store; GrabCut with no weights)",
+    "text": "the area a phrase names, e.g. 'the red car' (CLIPSeg from the store)",
 }
 """What the mask operation makes, by ``kind``; providers say which kinds they do
 (``OperationSpec.choices``)."""
@@ -236,7 +245,9 @@ class MaskInput:
         name="mask",
         flag="--mask",
         aliases=("-m",),
-        help="mask image (white = area to change), or 'subject' / 'background' to make one",
+        help="mask image (white = area to change), or make one: 'subject', 'background', "
+        "'faces', 'click:X,Y;X,Y' (points on the object; -X,Y not on it; box=L,T,R,B), "
+        "'text:the red car'",
     )
     mask_from: MaskFrom = param(
         "auto",
@@ -526,6 +537,12 @@ class UpscaleRequest:
     )
     width: int | None = _size("target width (alone: keeps the aspect ratio)")
     height: int | None = _size("target height (alone: keeps the aspect ratio)")
+    face_enhance: bool = param(
+        False,
+        aliases=("--face_enhance",),
+        help="then restore the faces in the enlarged picture with the best restore-faces "
+        "provider (Real-ESRGAN's --face_enhance)",
+    )
     model: str | None = _model("model name or path (default: the provider's)")
     provider: str | None = _provider()
     options: Options = _options()
@@ -592,7 +609,10 @@ class RemoveBackgroundRequest:
 @dataclass(frozen=True, kw_only=True)
 class RestoreFacesRequest:
     operation: ClassVar[Operation] = "restore-faces"
-    summary: ClassVar[str] = "Restore faces (providers that declare restore-faces)."
+    summary: ClassVar[str] = (
+        "Find the faces and restore them (GFPGAN, CodeFormer, GPEN, RestoreFormer++ from the "
+        "store, or a server's); pixels outside the faces stay exactly as they were."
+    )
     image: Picture = _image()
     fidelity: float = param(
         0.5,
@@ -601,7 +621,17 @@ class RestoreFacesRequest:
         needs_support=True,
         help="0 = strongest restoration, 1 = closest to the input (CodeFormer's w)",
     )
-    model: str | None = _model("face restoration model (a store name or a path)")
+    upscale: float = param(
+        1.0,
+        low=1.0,
+        high=16.0,
+        help="first enlarge the whole picture by this factor with the best upscaler "
+        "(Real-ESRGAN), then restore the faces at the new size (GFPGAN's --upscale; default 1)",
+    )
+    model: str | None = _model(
+        "face restoration model: gfpgan-1.4, codeformer, gpen-bfr-512, restoreformer-plus-plus "
+        "(a store name) or a path"
+    )
     provider: str | None = _provider()
     options: Options = _options()
 
@@ -714,8 +744,9 @@ class AdjustRequest:
 class MaskRequest:
     operation: ClassVar[Operation] = "mask"
     summary: ClassVar[str] = (
-        "Make or change a mask (white = edit): the photo's subject or background, a shape the "
-        "size of the image, or a mask grown, shrunk, feathered, inverted or thresholded."
+        "Make or change a mask (white = edit): the photo's subject or background, its faces, "
+        "the object under clicked points, the area a phrase names, a shape the size of the "
+        "image, or a mask grown, shrunk, feathered, inverted or thresholded."
     )
     image: Picture = param(
         kind="image", help="the image (its subject, or its size for a shape), or the mask to change"
@@ -729,16 +760,33 @@ class MaskRequest:
     box: tuple[int, int, int, int] | None = param(
         None,
         kind="box",
-        only_for=("rect", "ellipse"),
+        only_for=("rect", "ellipse", "click"),
         required_for=("rect", "ellipse"),
-        help="LEFT,TOP,RIGHT,BOTTOM (right and bottom exclusive)",
+        help="LEFT,TOP,RIGHT,BOTTOM (right and bottom exclusive); click: a box around the object",
     )
     points: tuple[tuple[int, int], ...] = param(
         (),
         kind="points",
-        only_for=("polygon",),
+        aliases=("--point",),
+        only_for=("polygon", "click"),
         required_for=("polygon",),
-        help="the polygon's corners: 'X,Y X,Y X,Y ...'",
+        help="the polygon's corners, or click: points on the object: 'X,Y X,Y ...' "
+        "(--point X,Y, repeatable)",
+    )
+    negative_points: tuple[tuple[int, int], ...] = param(
+        (),
+        kind="points",
+        flag="--negative",
+        only_for=("click",),
+        help="click: points on what is not the object, 'X,Y X,Y ...' (repeatable)",
+    )
+    text: str | None = param(
+        None,
+        kind="text",
+        max_length=500,
+        only_for=("text",),
+        required_for=("text",),
+        help="the phrase naming what to select, e.g. 'the red car'",
     )
     px: int | None = param(
         None,
@@ -759,6 +807,14 @@ class MaskRequest:
     model: str | None = _model()
     provider: str | None = _provider()
     options: Options = _options()
+
+    def __post_init__(self) -> None:
+        if self.kind == "click" and not self.points and self.box is None:
+            raise InvalidRequest(
+                "mask click needs points on the object (--point X,Y) or a box around it "
+                "(--box L,T,R,B)",
+                param="points",
+            )
 
 
 Request = Union[  # noqa: UP007 - a runtime alias

@@ -22,9 +22,9 @@ from retouch.types import ProgressCallback, no_progress
 
 HOME_ENV = "RETOUCH_HOME"
 OFFLINE_ENV = "RETOUCH_OFFLINE"
-SUPPORT_TASKS = ("lora", "vae", "controlnet", "depth")
+SUPPORT_TASKS = ("lora", "vae", "controlnet", "depth", "face-detect")
 """Models that serve another model rather than an operation: LoRAs (an LCM-LoRA), tiny VAEs
-(TAESD), ControlNets, depth estimators (for depth ControlNets)."""
+(TAESD), ControlNets, depth estimators (for depth ControlNets), face detectors (YuNet)."""
 
 
 def default_home() -> Path:

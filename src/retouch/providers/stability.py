@@ -24,12 +24,16 @@ stability/upscale-fast):
   jpeg or png); variations are ``n`` such runs at the requested strength with distinct seeds.
 - inpaint and erase answer about 4 MP whatever went in; answers are resized back.
 - the mask is ours (white = full strength), sent as a grey PNG.
+- a ``text:PHRASE`` mask (``honours`` lists ``mask_phrase``) is left to the service: inpaint
+  becomes search-and-replace with the phrase as ``search_prompt``, edit becomes
+  search-and-recolor with it as ``select_prompt``.
 
 Key: STABILITY_API_KEY; base URL: STABILITY_BASE_URL (default https://api.stability.ai).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -157,7 +161,7 @@ class StabilityProvider:
             "inpaint": OperationSpec(
                 min_side=64,
                 working_size=3072,
-                honours=frozenset({"prompt", "negative_prompt", "seed"}),
+                honours=frozenset({"prompt", "negative_prompt", "seed", "mask_phrase"}),
                 options=StabilityOptions,
             ),
             "erase": OperationSpec(
@@ -176,7 +180,9 @@ class StabilityProvider:
                 min_side=64,
                 max_pixels=MAX_PIXELS,
                 working_size=3072,
-                honours=frozenset({"prompt", "negative_prompt", "seed", "strength", "n"}),
+                honours=frozenset(
+                    {"prompt", "negative_prompt", "seed", "strength", "n", "mask_phrase"}
+                ),
                 options=StabilityOptions,
             ),
             "variations": OperationSpec(
@@ -227,6 +233,22 @@ class StabilityProvider:
             raise InvalidRequest(f"{NAME}: seed must be 0..{MAX_SEED}", param="seed")
         if isinstance(request, UpscaleRequest):
             return self._upscale(request, options, progress)
+        phrase = _mask_phrase(request)
+        if phrase is not None:  # the service finds the area the phrase names
+            replace = isinstance(request, InpaintRequest)
+            mode = "search-and-replace" if replace else "search-and-recolor"
+            key = "search_prompt" if replace else "select_prompt"
+            if options.mode not in (None, mode) or getattr(options, key) not in (None, phrase):
+                raise InvalidRequest(
+                    f"{NAME}: the text: mask is sent as {mode}'s {key}; leave out mode and {key}",
+                    param="mask",
+                )
+            if replace:
+                options = dataclasses.replace(options, mode=mode, search_prompt=phrase)
+            else:
+                options = dataclasses.replace(options, mode=mode, select_prompt=phrase)
+            if isinstance(request, EditRequest):  # the phrase stands for the mask
+                request = dataclasses.replace(request, mask=None)
         if isinstance(request, (VariationsRequest, EditRequest)) and (
             isinstance(request, VariationsRequest) or (options.mode or "img2img") == "img2img"
         ):
@@ -241,7 +263,17 @@ class StabilityProvider:
                 "variations and upscale)",
                 param="model",
             )
-        if isinstance(request, InpaintRequest):
+        if isinstance(request, InpaintRequest) and phrase is not None:
+            path = f"{EDIT}/search-and-replace"
+            _aspect(width, height)
+            _grow(options, 20)
+            fields.update(
+                prompt=_prompt(request.prompt),
+                search_prompt=phrase,
+                negative_prompt=request.negative_prompt,
+                grow_mask=options.grow_mask,
+            )
+        elif isinstance(request, InpaintRequest):
             path = f"{EDIT}/inpaint"
             _grow(options, 100)
             mask_png = grey_png(request.mask.array)
@@ -536,3 +568,12 @@ def _aspect(width: int, height: int) -> None:
             f"{NAME}: this endpoint takes aspect ratios from 1:2.5 to 2.5:1; the image is {width} x {height}"
         )
     _pixels(width, height)
+
+
+def _mask_phrase(request: Request) -> str | None:
+    """The phrase of a ``text:PHRASE`` mask the Toolkit left for this service to find."""
+    mask = getattr(request, "mask", None)
+    source = getattr(mask, "source", None)
+    if isinstance(source, str) and source.startswith("text:") and source[5:].strip():
+        return source[5:].strip()
+    return None

@@ -144,12 +144,13 @@ def _metrics(service_jobs: Callable[[], JobManager], limiter: Limiter) -> Any:
 # --- reading requests -----------------------------------------------------------------------
 
 Images = dict[str, bytes | str]
-"""Image fields: uploaded bytes, or (mask fields only) the words 'subject' / 'background'."""
+"""Image fields: uploaded bytes, or (mask fields only) a word ('subject', 'background',
+'faces') or a 'click:...' / 'text:...' mask made from the image."""
 
 
 async def _decode_text_image(service: Service, name: str, value: str) -> bytes | str:
     """An image given as text: a data URI, base64, an http(s) URL (when allowed; fetched off
-    the event loop) or, for masks, 'subject' / 'background'. Never a path on the server."""
+    the event loop) or, for masks, a word or a click:/text: mask. Never a path on the server."""
     text = value.strip()
     if name == "mask" and mask_word(text) is not None:  # made from the image by a provider
         return text
