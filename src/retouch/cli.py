@@ -572,8 +572,11 @@ def _list_styles() -> int:
     from retouch.providers.stylize import STYLE_NAMES
 
     for index, name in enumerate(STYLE_NAMES):
-        print(f"{index:>2}  {name}")
-    print("blend several: --style 3:0.5,12:0.5; any painting: --style-image FILE")
+        print(f"{index:>2}  {name:<17} style-{index}")
+    print(
+        "--style takes the number, the name or style-N; blend several: --style 3:0.5,12:0.5; "
+        "any painting: --style-image FILE; see them on your photo: retouch studio"
+    )
     return 0
 
 
