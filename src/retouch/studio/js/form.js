@@ -23,8 +23,8 @@ function displayDefault(value) {
   return String(value);
 }
 
-function humanName(name) {
-  const text = name.replace(/_/g, " ");
+export function humanName(name) {
+  const text = name.replace(/[_-]/g, " ");
   return text.charAt(0).toUpperCase() + text.slice(1);
 }
 
@@ -47,6 +47,7 @@ export class OperationForm extends EventTarget {
     this.operations = [];
     this.controls = new Map(); // field name -> {spec, wrap, get(), set(), changed(), input}
     this.diagonal = 2000;
+    this.imageLabel = "the picture on the canvas (open one first)";
     this.maskAvailable = false;
     select.addEventListener("change", () => this.render());
     providerSelect.addEventListener("change", () => this.updateVisibility());
@@ -183,7 +184,7 @@ export class OperationForm extends EventTarget {
     const common = { id, "aria-describedby": helpId, dataset: { field: spec.name } };
     let control;
     if (spec.type === "image" && spec.name === "image") {
-      const output = el("output", { ...common, class: "current-image" }, "the image on the canvas");
+      const output = el("output", { ...common, class: "current-image" }, this.imageLabel);
       control = { input: output, get: () => null, set: () => {}, changed: () => false };
       wrap.append(label, output, help);
     } else if (spec.type === "image") {
@@ -380,7 +381,9 @@ export class OperationForm extends EventTarget {
   }
 
   /** Field ceilings that scale with the image (feather, grow) follow the open image. */
-  setImageSize(width, height) {
+  setImage(name, width, height) {
+    this.imageLabel = `the picture on the canvas: ${name}, ${width} × ${height}`;
+    for (const output of this.form.querySelectorAll("output.current-image")) output.textContent = this.imageLabel;
     this.diagonal = Math.max(1, Math.round(Math.hypot(width, height)));
     for (const control of this.controls.values()) {
       if (control.wrap?.dataset?.byImage && control.slider) {

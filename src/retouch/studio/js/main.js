@@ -4,7 +4,7 @@
 // gallery (gallery.js), all over the HTTP API (api.js).
 
 import { Api, ApiError } from "./api.js";
-import { OperationForm } from "./form.js";
+import { OperationForm, humanName } from "./form.js";
 import { Gallery } from "./gallery.js";
 import { MaskEditor, TINT, valuesFromImageData } from "./mask.js";
 import { Runs } from "./runs.js";
@@ -28,6 +28,7 @@ const SHORTCUTS = [
   ["H", "hide / show the mask overlay"],
   ["Wheel", "zoom at the pointer"],
   ["Space + drag, middle drag", "move the image"],
+  ["Two fingers", "pinch to zoom, drag to move (touch screens)"],
   ["+ / − / 0 / 1", "zoom in / out / fit / actual pixels"],
   ["Ctrl + Enter", "run the operation (again to queue another run)"],
   ["C (hold)", "see the whole original while comparing"],
@@ -180,7 +181,7 @@ async function setImage(blob, name, { keepMask = false } = {}) {
   state.clicks = [];
   state.polygon = null;
   view.setContent(width, height, { keepView: keepMask && sameSize });
-  form.setImageSize(width, height);
+  form.setImage(state.image.name, width, height);
   $("#refine-px").max = String(Math.round(Math.hypot(width, height) / 2));
   $("#empty-state").hidden = true;
   $("#image-info").textContent = `${state.image.name} — ${width} × ${height}`;
@@ -308,8 +309,46 @@ setOverlay(55);
 
 viewportEl.addEventListener("contextmenu", (event) => event.preventDefault());
 
+// Two fingers on a touch screen pinch to zoom and move the picture (a stroke begun by the
+// first finger is taken back).
+const touches = new Map();
+
+function pinchState() {
+  const [a, b] = [...touches.values()];
+  return { x: (a.x + b.x) / 2, y: (a.y + b.y) / 2, distance: Math.hypot(a.x - b.x, a.y - b.y) || 1 };
+}
+
+function trackTouch(event) {
+  if (event.pointerType !== "touch") return false;
+  if (event.type === "pointerdown") touches.set(event.pointerId, view.local(event));
+  else if (touches.has(event.pointerId)) touches.set(event.pointerId, view.local(event));
+  if (touches.size === 2 && event.type === "pointerdown") {
+    if (state.drag?.type === "stroke") mask.cancelStroke();
+    state.drag = { type: "pinch", ...pinchState() };
+    return true;
+  }
+  if (state.drag?.type === "pinch" && touches.size === 2 && event.type === "pointermove") {
+    const now = pinchState();
+    view.zoomTo(view.scale * (now.distance / state.drag.distance), now.x, now.y);
+    view.panBy(now.x - state.drag.x, now.y - state.drag.y);
+    state.drag = { type: "pinch", ...now };
+    return true;
+  }
+  return state.drag?.type === "pinch";
+}
+
+function untrackTouch(event) {
+  touches.delete(event.pointerId);
+  if (state.drag?.type === "pinch" && touches.size < 2) {
+    state.drag = touches.size ? { type: "pinch-end" } : null;
+  } else if (state.drag?.type === "pinch-end" && !touches.size) {
+    state.drag = null;
+  }
+}
+
 viewportEl.addEventListener("pointerdown", (event) => {
   if (!state.image) return;
+  if (trackTouch(event)) return;
   viewportEl.focus({ preventScroll: true });
   const point = view.toImage(event);
   state.pointer = { ...view.local(event), image: point };
@@ -357,6 +396,7 @@ viewportEl.addEventListener("pointerdown", (event) => {
 
 viewportEl.addEventListener("pointermove", (event) => {
   if (!state.image) return;
+  if (trackTouch(event)) return;
   const events = event.getCoalescedEvents?.() ?? [event];
   const drag = state.drag;
   if (drag?.type === "pan") {
@@ -378,6 +418,11 @@ viewportEl.addEventListener("pointermove", (event) => {
 });
 
 function endDrag(event) {
+  if (event.pointerType === "touch") {
+    const pinching = state.drag?.type?.startsWith("pinch");
+    untrackTouch(event);
+    if (pinching) return;
+  }
   const drag = state.drag;
   state.drag = null;
   if (!drag) return;
@@ -836,7 +881,7 @@ async function run() {
   }
   for (const [name, value] of fields) body.append(name, value);
   for (const [name, file] of files) body.append(name, file, file.name);
-  message.textContent = `${operation} sent`;
+  message.textContent = "";
   runs.submit({ operation, form: body, input: { ...state.image }, sent: fields });
 }
 
@@ -845,7 +890,7 @@ $("#reset-fields").addEventListener("click", () => form.reset());
 form.addEventListener("render", () => {
   const op = form.operation;
   $("#run-button").disabled = !op?.ready.length;
-  $("#run-button").textContent = op ? `Run ${op.name}` : "Run";
+  $("#run-button").textContent = op ? `Run ${humanName(op.name).toLowerCase()}` : "Run";
   $("#run-message").textContent = op && !op.ready.length ? "No provider is ready for this operation." : "";
 });
 form.addEventListener("maskbox", (event) => {
@@ -895,6 +940,7 @@ function enterCompare(input, result) {
   compare.show(input.url, result.url, result.width, result.height);
   view.setContent(result.width, result.height, { keepView: true });
   $("#compare-bar").hidden = false;
+  $(".optionsbar").classList.add("comparing");
   updateCursor();
   drawTools();
 }
@@ -904,6 +950,7 @@ function leaveCompare() {
   compare.hide();
   compare.hold(false);
   $("#compare-bar").hidden = true;
+  $(".optionsbar").classList.remove("comparing");
   imageLayer.hidden = !state.image;
   maskLayer.hidden = false;
   for (const item of $$(".run.selected")) item.classList.remove("selected");
@@ -931,11 +978,15 @@ for (const toggle of $$(".panel-toggle")) {
     document.getElementById(toggle.getAttribute("aria-controls")).hidden = !open;
   });
 }
-$("#panels-button").addEventListener("click", () => {
-  const panel = $("#side-panel");
-  const open = !panel.classList.contains("open");
-  panel.classList.toggle("open", open);
+function showPanels(open) {
+  $("#side-panel").classList.toggle("open", open);
   $("#panels-button").setAttribute("aria-expanded", String(open));
+  if (open) $("#panels-close").focus();
+}
+$("#panels-button").addEventListener("click", () => showPanels(!$("#side-panel").classList.contains("open")));
+$("#panels-close").addEventListener("click", () => {
+  showPanels(false);
+  $("#panels-button").focus();
 });
 
 $("#shortcut-list").replaceChildren(
@@ -1001,7 +1052,8 @@ document.addEventListener("keydown", (event) => {
     return;
   }
   if (ctrl || event.altKey) return;
-  if (event.code === "Space" && onCanvas(event)) {
+  if (event.code === "Space" && (onCanvas(event) || state.pointer)) {
+    // over the canvas, Space is for moving the picture (elsewhere it presses buttons)
     event.preventDefault();
     if (!state.space) {
       state.space = true;

@@ -50,6 +50,7 @@ export class Runs extends EventTarget {
         onWait: (seconds) => this.update(run, { status: "waiting", note: `server busy: retrying in ${seconds} s` }),
       });
       run.job = job;
+      run.card.root.dataset.job = job.id;
       this.update(run, { status: job.status });
       if (run.cancelRequested) await this.cancel(run);
       let last = job;
@@ -227,8 +228,8 @@ export class Runs extends EventTarget {
     const rows = Object.entries(parameters)
       .filter(([, value]) => value !== null && value !== undefined && value !== "")
       .flatMap(([key, value]) => [el("dt", {}, key), el("dd", {}, typeof value === "object" ? JSON.stringify(value) : String(value))]);
-    const warnings = first.warnings?.length ? el("p", {}, `Warnings: ${first.warnings.join("; ")}`) : null;
-    run.card.root.append(el("details", {}, el("summary", {}, "Parameters"), el("dl", {}, ...rows), warnings));
+    if (first.warnings?.length) rows.push(el("dt", {}, "warnings"), el("dd", {}, first.warnings.join("; ")));
+    actions.append(el("details", {}, el("summary", { title: "What made this result" }, "Parameters"), el("dl", {}, ...rows)));
   }
 
   /** PNG as the server made it; WebP or JPEG re-encoded here at the chosen quality. */

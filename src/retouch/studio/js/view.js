@@ -5,6 +5,7 @@ import { clamp } from "./util.js";
 
 const MIN_SCALE = 0.02;
 const MAX_SCALE = 32;
+const FIT_MAX = 4; // a small picture is enlarged to paint on, up to this
 
 export class Viewport extends EventTarget {
   constructor(viewport, stage) {
@@ -36,7 +37,7 @@ export class Viewport extends EventTarget {
     const scale = Math.min(
       (box.width - margin) / this.width,
       (box.height - margin) / this.height,
-      1,
+      FIT_MAX,
     );
     this.scale = clamp(scale, MIN_SCALE, MAX_SCALE);
     this.x = (box.width - this.width * this.scale) / 2;
