@@ -109,6 +109,31 @@ class Grumpy:
         raise InvalidRequest(GRUMPY_MESSAGE)
 
 
+class Shuffler:
+    """Variations for the tests: each a different roll of the input, seeded."""
+
+    info = ProviderInfo(
+        name="shuffler",
+        kind="local",
+        description="test: variations",
+        operations={"variations": OperationSpec(honours=frozenset({"n", "seed"}))},
+    )
+
+    def status(self) -> ProviderStatus:
+        return ProviderStatus(True)
+
+    def run(self, request: Any, progress: Any) -> ImageResult:
+        base = request.image.pixels
+        seed = request.seed or 0
+        images = [
+            OutputImage(
+                pixels=np.ascontiguousarray(np.roll(base, 9 * (i + 1), axis=1)), seed=seed + i
+            )
+            for i in range(request.n)
+        ]
+        return ImageResult(images=images, provider="shuffler")
+
+
 @dataclass(frozen=True, kw_only=True)
 class ClickMaskRequest(MaskRequest):
     """The mask operation with a point-prompt kind, as a point-mask provider will add it."""
@@ -181,7 +206,7 @@ def browser(chromium: str) -> Iterator[Any]:
 
 @pytest.fixture(scope="module")
 def server() -> Iterator[str]:
-    toolkit = Toolkit(providers={"sleepy": Sleepy(), "grumpy": Grumpy()})
+    toolkit = Toolkit(providers={"sleepy": Sleepy(), "grumpy": Grumpy(), "shuffler": Shuffler()})
     with live(create_app(toolkit, ServerSettings())) as url:
         yield url
 
@@ -710,6 +735,12 @@ def test_mask_tools_shapes_fill_refine_upload_undo_zoom(
     assert abs(int(triangle.sum()) - 200 * 150 / 2) < 600 and triangle[350, 150]
     page.keyboard.press("Control+z")
 
+    page.keyboard.press("l")  # a lasso around a square, closed when the button is let go
+    paint(page, [(300, 50), (400, 50), (400, 150), (300, 150)])
+    lasso = read_mask(page) > 127
+    assert abs(int(lasso.sum()) - 100 * 100) < 500 and lasso[100, 350] and not lasso[40, 350]
+    page.keyboard.press("Control+z")
+
     page.keyboard.press("b")  # a ring, then the fill tool fills its inside
     page.fill("#brush-size-number", "8")
     ring = [(256 + 60 * np.cos(a), 256 + 60 * np.sin(a)) for a in np.linspace(0, 2 * np.pi, 60)]
@@ -770,7 +801,23 @@ def test_mask_tools_shapes_fill_refine_upload_undo_zoom(
     page.keyboard.up("Space")
     moved = page.eval_on_selector("#image-layer", "e => e.getBoundingClientRect().x")
     assert moved == pytest.approx(before - 100, abs=1)
-    assert np.array_equal(read_mask(page), painted)  # panning painted nothing
+    width = page.eval_on_selector("#image-layer", "e => e.getBoundingClientRect().width")
+    page.evaluate(  # two fingers moving apart: the picture grows, nothing is painted
+        """() => {
+            const view = document.querySelector('#viewport');
+            const box = view.getBoundingClientRect();
+            const at = (id, type, x) => view.dispatchEvent(new PointerEvent(type, {
+                pointerId: id, pointerType: 'touch', isPrimary: id === 1, bubbles: true,
+                clientX: box.x + x, clientY: box.y + 200, button: 0, buttons: 1,
+            }));
+            at(1, 'pointerdown', 300); at(2, 'pointerdown', 400);
+            for (let step = 1; step <= 5; step++) { at(1, 'pointermove', 300 - 10 * step); at(2, 'pointermove', 400 + 10 * step); }
+            at(1, 'pointerup', 250); at(2, 'pointerup', 450);
+        }"""
+    )
+    pinched = page.eval_on_selector("#image-layer", "e => e.getBoundingClientRect().width")
+    assert pinched == pytest.approx(width * 2, rel=0.02)  # 100 px apart, then 200
+    assert np.array_equal(read_mask(page), painted)  # panning and pinching painted nothing
 
 
 @browser_test
@@ -856,6 +903,30 @@ def test_results_chain_erase_then_upscale_then_remove_background(
     assert "provider" in details.text_content() and "u2net" in details.text_content()
 
 
+@browser_test
+def test_several_images_of_one_run_seed_and_n(
+    page: Any, astronaut: np.ndarray, tmp_path: Path
+) -> None:
+    open_image(page, small_photo_file(tmp_path, astronaut))
+    page.select_option("#operation-select", "variations")
+    assert page.is_visible(".field[data-field=n]") and page.is_visible(".field[data-field=seed]")
+    assert page.is_hidden(".field[data-field=prompt]")  # shuffler takes no prompt
+    page.fill(".field[data-field=n] input[type=number]", "3")
+    page.fill(".field[data-field=seed] input", "40")
+    page.click("#run-button")
+    card = wait_run(page, 1)
+    assert "seed 40, 41, 42" in card.text_content()
+    original = np.ascontiguousarray(astronaut[::4, ::4])
+    for index in range(3):
+        _, data = download(page, f".run .run-download:text('Download {index + 1}')")
+        image = np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
+        assert np.array_equal(image, np.roll(original, 9 * (index + 1), axis=1))
+    card.locator(".run-compare:text('Compare 3')").click()
+    after = page.get_attribute("#after-image", "src")
+    card.locator(".run-compare:text('Compare 1')").click()
+    assert page.get_attribute("#after-image", "src") != after
+
+
 READY_OPERATION_SETTINGS: dict[str, dict[str, str]] = {
     # what each operation needs beyond its defaults to have something to do on a small photo
     "outpaint": {"left": "16"},
@@ -876,11 +947,15 @@ def test_every_ready_operation_runs_from_the_page_queued_together(
     assert {"erase", "upscale", "remove-background", "stylize", "mask"} <= {
         op["name"] for op in ready
     }
-    for op in ready:
+    for number, op in enumerate(ready, start=1):
         page.select_option("#operation-select", op["name"])
         for name, value in READY_OPERATION_SETTINGS.get(op["name"], {}).items():
             page.fill(f".field[data-field={name}] [data-field={name}]", value)
         page.keyboard.press("Control+Enter")
+        try:
+            page.wait_for_selector(f".run[aria-label^='Run {number}:']", timeout=5000)
+        except Exception:
+            pytest.fail(f"{op['name']} did not start: {page.text_content('#run-message')}")
     for number, op in enumerate(ready, start=1):
         card = wait_run(page, number)
         assert card.get_attribute("data-operation") == op["name"]
@@ -922,10 +997,14 @@ def test_api_key_and_cors_from_another_origin(
         page.wait_for_selector(".run[aria-label^='Run 2:'][data-status=running]")
         page.locator(".run[aria-label^='Run 2:'] .run-cancel").click()  # DELETE, cross-origin
         wait_run(page, 2, ("cancelled",))
-        page.reload()  # the key stays in the browser
+        page.reload()  # the key stays in the browser, for that server
         page.wait_for_selector("body[data-ready=true]", state="attached")
-        assert page.evaluate("localStorage.getItem('retouch.apiKey')") == "sk-studio"
+        assert page.evaluate(f"localStorage.getItem('retouch.apiKey {api}')") == "sk-studio"
         opened.close()
+        with live(create_app(Toolkit(), settings)) as other:  # same key, another server
+            opened = Page(browser, f"{server}/?api={other}", ready=False)
+            opened.page.wait_for_selector("#key-dialog[open]")  # it was not sent there
+            opened.close()
     with live(create_app(Toolkit(), ServerSettings())) as closed:  # no CORS: said plainly
         opened = Page(browser, f"{server}/?api={closed}", ready=False)
         opened.page.wait_for_function(

@@ -3,7 +3,9 @@
 // ApiError, and job events read from the server-sent-event stream with fetch (EventSource
 // cannot send the Authorization header).
 
-const KEY_STORAGE = "retouch.apiKey";
+// A key is kept for the server it was given for, and sent to that server only: a link that
+// points the page at another server (?api=...) gets no key it was not given.
+const KEY_STORAGE = "retouch.apiKey ";
 const BASE_STORAGE = "retouch.apiBase";
 
 export class ApiError extends Error {
@@ -28,14 +30,18 @@ function storage() {
 export class Api {
   constructor() {
     const query = new URLSearchParams(location.search).get("api");
-    this.key = storage()?.getItem(KEY_STORAGE) ?? "";
     this.base = (query || storage()?.getItem(BASE_STORAGE) || location.origin).replace(/\/+$/, "");
+    this.key = storage()?.getItem(this.keyName) ?? "";
+  }
+
+  get keyName() {
+    return `${KEY_STORAGE}${this.base}`;
   }
 
   setKey(key) {
     this.key = key.trim();
-    if (this.key) storage()?.setItem(KEY_STORAGE, this.key);
-    else storage()?.removeItem(KEY_STORAGE);
+    if (this.key) storage()?.setItem(this.keyName, this.key);
+    else storage()?.removeItem(this.keyName);
   }
 
   setBase(base) {
@@ -43,6 +49,7 @@ export class Api {
     this.base = value || location.origin;
     if (value && value !== location.origin) storage()?.setItem(BASE_STORAGE, value);
     else storage()?.removeItem(BASE_STORAGE);
+    this.key = storage()?.getItem(this.keyName) ?? "";
   }
 
   url(path) {

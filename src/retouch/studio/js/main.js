@@ -866,23 +866,24 @@ async function run() {
   if (!op) return fail("The server lists no operations.");
   if (!op.ready.length) return fail(`No provider can ${op.name} on this server now: see the provider list.`);
   const { operation, fields, files, mask: maskField } = form.collect();
-  const body = new FormData();
-  body.append("operation", operation);
-  body.append("image", state.image.blob, state.image.name);
-  if (maskField && maskField.source !== "none") {
-    if (maskField.source === "painted") {
-      if (mask.isEmpty()) {
-        return fail("Paint over the area to change first (or choose the subject as the mask).");
-      }
-      body.append(maskField.name, await mask.toBlob(), "mask.png");
-    } else {
-      body.append(maskField.name, maskField.source);
-    }
+  const painted = maskField?.source === "painted";
+  if (painted && mask.isEmpty()) {
+    return fail("Paint over the area to change first (or choose the subject as the mask).");
   }
-  for (const [name, value] of fields) body.append(name, value);
-  for (const [name, file] of files) body.append(name, file, file.name);
+  const image = state.image;
+  const maskBlob = painted ? mask.toBlob() : null; // read now: later strokes belong to later runs
+  const body = (async () => {
+    const data = new FormData();
+    data.append("operation", operation);
+    data.append("image", image.blob, image.name);
+    if (painted) data.append(maskField.name, await maskBlob, "mask.png");
+    else if (maskField && maskField.source !== "none") data.append(maskField.name, maskField.source);
+    for (const [name, value] of fields) data.append(name, value);
+    for (const [name, file] of files) data.append(name, file, file.name);
+    return data;
+  })();
   message.textContent = "";
-  runs.submit({ operation, form: body, input: { ...state.image }, sent: fields });
+  runs.submit({ operation, form: body, input: { ...image }, sent: fields });
 }
 
 $("#run-button").addEventListener("click", run);
@@ -962,7 +963,14 @@ function leaveCompare() {
 $("#compare-close").addEventListener("click", leaveCompare);
 const hold = $("#hold-original");
 hold.addEventListener("pointerdown", () => compare.hold(true));
-for (const type of ["pointerup", "pointerleave", "pointercancel"]) hold.addEventListener(type, () => compare.hold(false));
+for (const type of ["pointerup", "pointerleave", "pointercancel", "blur"]) hold.addEventListener(type, () => compare.hold(false));
+hold.addEventListener("keydown", (event) => {
+  if (event.key === " " || event.key === "Enter") {
+    event.preventDefault();
+    compare.hold(true);
+  }
+});
+hold.addEventListener("keyup", () => compare.hold(false));
 
 // --- zoom buttons, panels, dialogs ----------------------------------------------------------------
 
@@ -1009,8 +1017,8 @@ $("#key-button").addEventListener("click", () => openKeyDialog());
 $("#key-dialog").addEventListener("close", () => {
   const choice = $("#key-dialog").returnValue;
   if (choice === "save") {
-    api.setKey($("#api-key").value);
     api.setBase($("#api-base").value);
+    api.setKey($("#api-key").value);
     loadOperations();
   } else if (choice === "forget") {
     api.setKey("");

@@ -22,7 +22,8 @@ export class Runs extends EventTarget {
     return this.runs.filter((run) => !ENDED.includes(run.status) && run.status !== "error");
   }
 
-  /** Start a run: `form` is the multipart body, `input` what it was made from. */
+  /** Start a run: `form` is (a promise of) the multipart body, `input` what it was made from.
+   * The card comes at once, so runs are numbered in the order they were asked for. */
   submit({ operation, form, input, sent }) {
     counter += 1;
     const run = {
@@ -45,7 +46,9 @@ export class Runs extends EventTarget {
 
   async follow(run, form) {
     try {
-      const job = await this.api.createJob(form, {
+      const body = await form;
+      if (run.cancelRequested) throw new DOMException("cancelled before it was sent", "AbortError");
+      const job = await this.api.createJob(body, {
         signal: run.controller.signal,
         onWait: (seconds) => this.update(run, { status: "waiting", note: `server busy: retrying in ${seconds} s` }),
       });
