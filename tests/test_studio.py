@@ -760,6 +760,20 @@ def test_mask_tools_shapes_fill_refine_upload_undo_zoom(
     page.fill("#refine-px-number", "10")
     page.click("#refine-preview")
     page.wait_for_selector("#preview-layer:not([hidden])")
+    preview = """() => {
+        const c = document.querySelector('#preview-layer');
+        const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+        let n = 0;
+        for (let i = 3; i < d.length; i += 4) if (d[i] > 127) n++;
+        return n;
+    }"""
+    page.wait_for_function(f"({preview})() > {int(filled.sum())}")
+    by_ten = page.evaluate(preview)
+    page.fill("#refine-px-number", "30")  # the preview follows the setting
+    page.wait_for_function(f"({preview})() > {by_ten + 2 * np.pi * 64 * 15}")
+    page.fill("#refine-px-number", "10")
+    page.wait_for_function(f"({preview})() === {by_ten}")
+    assert (read_mask(page) > 127).sum() == filled.sum()  # a preview changes nothing yet
     shot(page, "06-grow-preview")
     page.click("#refine-apply")
     grown = read_mask(page) > 127
@@ -901,6 +915,9 @@ def test_results_chain_erase_then_upscale_then_remove_background(
     details = card.locator("details")
     details.locator("summary").click()
     assert "provider" in details.text_content() and "u2net" in details.text_content()
+    card.locator(".run-mask").click()  # the cut-out's transparency becomes the mask
+    page.wait_for_function("!document.querySelector('#mask-stats').textContent.includes('empty')")
+    assert np.array_equal(read_mask(page) > 127, alpha > 127)
 
 
 @browser_test
