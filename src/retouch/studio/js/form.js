@@ -84,9 +84,11 @@ export class OperationForm extends EventTarget {
     if (!op) return;
     this.summary.textContent = op.summary;
     this.renderProviders(op);
+    const own = new Set(op.fields.map((spec) => spec.name));
     const specs = [
       ...op.fields.map((spec) => ({ spec, option: false })),
-      ...op.provider_options.map((spec) => ({ spec, option: true })),
+      // an option named as a field of the request is not offered flat (the server does the same)
+      ...op.provider_options.filter((spec) => !own.has(spec.name)).map((spec) => ({ spec, option: true })),
     ];
     let optionsTitle = false;
     for (const { spec, option } of specs) {

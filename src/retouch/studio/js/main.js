@@ -912,7 +912,11 @@ form.addEventListener("gallery", (event) => {
 });
 runs.addEventListener("invalid", (event) => form.markInvalid(event.detail.param));
 runs.addEventListener("select", (event) => {
-  const { run: chosen, result } = event.detail;
+  const { run: chosen, result, auto } = event.detail;
+  if (auto && (state.drag || state.polygon || state.refine || runs.active.length)) {
+    event.preventDefault(); // painting, or more runs coming: the finished one waits in the strip
+    return;
+  }
   enterCompare(chosen.input, result);
 });
 runs.addEventListener("use", async (event) => {

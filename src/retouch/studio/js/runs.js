@@ -101,7 +101,7 @@ export class Runs extends EventTarget {
     }
     run.seconds = seconds;
     this.update(run, { status: "succeeded" });
-    this.select(run, 0);
+    this.select(run, 0, { auto: true });
   }
 
   async cancel(run) {
@@ -118,12 +118,14 @@ export class Runs extends EventTarget {
     }
   }
 
-  select(run, index = 0) {
+  /** Show a result; `auto` (a run that just finished) defers to the user's own work. */
+  select(run, index = 0, { auto = false } = {}) {
     const result = run.results[index];
     if (!result) return;
+    const event = new CustomEvent("select", { detail: { run, result, auto }, cancelable: true });
+    if (!this.dispatchEvent(event)) return;
     for (const other of this.runs) other.card.root.classList.toggle("selected", other === run);
     this.selected = { run, result };
-    this.dispatchEvent(new CustomEvent("select", { detail: { run, result } }));
   }
 
   update(run, { status, progress, error, note } = {}) {
