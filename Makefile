@@ -17,7 +17,9 @@ $(VENV)/.demo: $(BIN)/python pyproject.toml
 
 # torch==2.13.0 first: that pin takes the CPU wheel on local disk; any other spec would pull
 # several GB of CUDA packages. The diffusion extra's torch>=2.1 is then already satisfied.
+# The studio's browser tests drive Debian's chromium (Playwright's own download is not used).
 $(VENV)/.dev: $(BIN)/python pyproject.toml
+	command -v chromium >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq chromium; }
 	$(BIN)/pip install -q "torch==2.13.0"
 	$(BIN)/pip install -q -e ".[dev,ray]"
 	touch $@

@@ -369,20 +369,19 @@ def build_parser(toolkit: Toolkit | None = None) -> argparse.ArgumentParser:
         + ", ".join(name for name, _, _ in _server_env())
         + " (README: HTTP service).",
     )
-    serve.add_argument(
-        "--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)"
+    _serve_arguments(serve)
+    studio = sub.add_parser(
+        "studio",
+        help="the HTTP service and its web page, opened in your browser",
+        description="Start the HTTP service (as `retouch serve`) and open the studio, its web "
+        "page, in your browser: open a photo, paint a mask, run any operation, compare and "
+        "download. The page is also at / of any `retouch serve`.",
     )
-    serve.add_argument("--port", type=int, default=8000)
-    serve.add_argument(
-        "--sd-inpaint",
+    _serve_arguments(studio)
+    studio.add_argument(
+        "--no-browser",
         action="store_true",
-        help="serve /sd-inpaint/* (same as LOAD_SD_INPAINT=true)",
-    )
-    serve.add_argument(
-        "--workers",
-        type=int,
-        help="worker processes that run the work (same as RETOUCH_WORKERS; default 1 per "
-        "core, at most 2; 0 runs it in threads of the server, which a cancel cannot stop)",
+        help="do not open a browser (a headless machine): open the printed address yourself",
     )
 
     faces = sub.add_parser(
@@ -409,6 +408,24 @@ def build_parser(toolkit: Toolkit | None = None) -> argparse.ArgumentParser:
     )
     providers.add_argument("--json", action="store_true")
     return parser
+
+
+def _serve_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)"
+    )
+    parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument(
+        "--sd-inpaint",
+        action="store_true",
+        help="serve /sd-inpaint/* (same as LOAD_SD_INPAINT=true)",
+    )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        help="worker processes that run the work (same as RETOUCH_WORKERS; default 1 per "
+        "core, at most 2; 0 runs it in threads of the server, which a cancel cannot stop)",
+    )
 
 
 def _models_parser(sub: Any) -> None:
@@ -640,8 +657,11 @@ def _list_styles() -> int:
     from retouch.providers.stylize import STYLE_NAMES
 
     for index, name in enumerate(STYLE_NAMES):
-        print(f"{index:>2}  {name}")
-    print("blend several: --style 3:0.5,12:0.5; any painting: --style-image FILE")
+        print(f"{index:>2}  {name:<17} style-{index}")
+    print(
+        "--style takes the number, the name or style-N; blend several: --style 3:0.5,12:0.5; "
+        "any painting: --style-image FILE; see them on your photo: retouch studio"
+    )
     return 0
 
 
@@ -738,13 +758,23 @@ def cmd_serve(args: argparse.Namespace) -> int:
     except ImportError as exc:
         from retouch.errors import DependencyMissing
 
-        raise DependencyMissing(exc.name or "fastapi", "server", "retouch serve") from exc
+        raise DependencyMissing(exc.name or "fastapi", "server", f"retouch {args.command}") from exc
     settings = ServerSettings.from_env()
     if args.sd_inpaint:
         settings.sd_inpaint = True
     if args.workers is not None:
         settings.workers = args.workers
-    serve(create_app(settings=settings), host=args.host, port=args.port)
+    app = create_app(settings=settings)
+    if args.command == "studio":
+        url = studio_url(args.host, args.port)
+        print(f"retouch studio: {url} (Ctrl+C stops it)", file=sys.stderr)
+        if not args.no_browser:
+            import threading
+
+            threading.Thread(
+                target=open_when_listening, args=(url, args.host, args.port), daemon=True
+            ).start()
+    serve(app, host=args.host, port=args.port)
     return 0
 
 
@@ -778,6 +808,34 @@ def cmd_faces(args: argparse.Namespace) -> int:
         print(f"face {index}: box {box}{score}")
     print(f"{len(found)} face(s) ({result.usage.get('detector')})", file=sys.stderr)
     return 0
+
+
+def studio_url(host: str, port: int) -> str:
+    """The address a browser on this machine opens for a server listening on ``host``."""
+    if host in ("", "0.0.0.0"):
+        host = "127.0.0.1"
+    elif host == "::":
+        host = "::1"
+    return f"http://[{host}]:{port}/" if ":" in host else f"http://{host}:{port}/"
+
+
+def open_when_listening(url: str, host: str, port: int, timeout: float = 60.0) -> bool:
+    """Open ``url`` in the user's browser once the server accepts connections."""
+    import socket
+    import time
+    import webbrowser
+
+    target = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(host, host)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection((target, port), timeout=1):
+                break
+        except OSError:
+            time.sleep(0.2)
+    else:
+        return False
+    return webbrowser.open(url)
 
 
 def cmd_providers(args: argparse.Namespace) -> int:
@@ -846,6 +904,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "faces": cmd_faces,
     "providers": cmd_providers,
     "serve": cmd_serve,
+    "studio": cmd_serve,
     "models": cmd_models,
     "batch": cmd_batch,
     "recipe": cmd_recipe,

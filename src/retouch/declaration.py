@@ -95,6 +95,12 @@ class FieldSpec:
             out["max_length"] = p.max_length
         if p.needs_support:
             out["needs_support"] = True
+        if self.nullable and not self.required:
+            out["nullable"] = True  # may be left empty ("none" on the command line)
+        if p.only_for:
+            out["only_for"] = list(p.only_for)  # used with these values of the kind field
+        if p.required_for:
+            out["required_for"] = list(p.required_for)
         if self.providers:
             out["providers"] = list(self.providers)
         out["cli"] = [self.flag, *p.aliases] if p.cli else []

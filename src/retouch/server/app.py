@@ -49,6 +49,7 @@ from retouch.server.schema import (
     request_body,
 )
 from retouch.server.settings import ServerSettings
+from retouch.server.studio import add_studio
 from retouch.server.workers import Executor, ProcessExecutor, Task, ThreadExecutor
 from retouch.types import MASK_KINDS, InpaintRequest, Operation, Progress, mask_word
 
@@ -716,6 +717,7 @@ def create_app(toolkit: Toolkit | None = None, settings: ServerSettings | None =
 
     if settings.sd_inpaint:
         _add_sd_inpaint(app, service)
+    add_studio(app, toolkit)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app
 

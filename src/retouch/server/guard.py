@@ -19,7 +19,12 @@ from urllib.parse import parse_qs
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-OPEN_PATHS = frozenset({"/health", "/docs", "/openapi.json", "/docs/oauth2-redirect", "/redoc"})
+OPEN_PATHS = frozenset(
+    {"/health", "/docs", "/openapi.json", "/docs/oauth2-redirect", "/redoc", "/"}
+)
+OPEN_PREFIXES = ("/studio/",)
+"""The studio page and its static files: they hold nothing secret, and the page asks for the
+key the API needs."""
 
 
 def owner_of(key: str) -> str:
@@ -67,7 +72,10 @@ class Guard:
                 status = int(message["status"])
             await send(message)
 
-        open_path = scope["path"] in OPEN_PATHS or scope["method"] == "OPTIONS"
+        path = scope["path"]
+        open_path = (
+            path in OPEN_PATHS or path.startswith(OPEN_PREFIXES) or scope["method"] == "OPTIONS"
+        )
         try:
             if self.keys and key not in self.keys and not open_path and not self.signed(scope):
                 await _unauthorised(sending)

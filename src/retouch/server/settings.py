@@ -32,8 +32,9 @@ def physical_memory() -> int:
 @dataclass
 class ServerSettings:
     api_keys: frozenset[str] = frozenset()
-    """When not empty, every route but /health, /docs and /openapi.json needs one of these as
-    ``Authorization: Bearer KEY`` (what the OpenAI client sends) or ``X-API-Key``."""
+    """When not empty, every route but /health, /docs, /openapi.json and the studio page (/ and
+    /studio/*) needs one of these as ``Authorization: Bearer KEY`` (what the OpenAI client
+    sends) or ``X-API-Key``."""
     max_upload_bytes: int = 25 * 2**20
     """Per image, counted as it arrives (uploads) or as it decodes (base64)."""
     max_pixels: int = 40_000_000
