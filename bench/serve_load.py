@@ -66,14 +66,16 @@ def server(**env: str) -> Iterator[tuple[str, int]]:
         process.wait(30)
 
 
-def children(pid: int) -> list[int]:
+def children(pid: int, *, workers_only: bool = False) -> list[int]:
+    """The server's child processes (``workers_only``: not multiprocessing's tracker)."""
     found = []
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
             fields = stat.read_text().rsplit(")", 1)[1].split()
+            command = (stat.parent / "cmdline").read_bytes()
         except OSError:
             continue
-        if int(fields[1]) == pid:
+        if int(fields[1]) == pid and (not workers_only or b"spawn_main" in command):
             found.append(int(stat.parent.name))
     return found
 
@@ -230,7 +232,7 @@ def walk_away_phase(url: str, pid: int, files: tuple[bytes, bytes], clients: int
     idle_after = time.monotonic() - ended
     return (
         f"{clients} clients walked away or cancelled: CPU idle {idle_after:.1f} s after the "
-        f"last one; workers now {len(children(pid))} (RETOUCH_WORKERS=2)"
+        f"last one; workers now {len(children(pid, workers_only=True))} (RETOUCH_WORKERS=2)"
     )
 
 

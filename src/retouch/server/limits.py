@@ -41,7 +41,8 @@ class Limiter:
                 429,
                 f"the queue for {key} is full ({self.queue_size} waiting); retry shortly",
                 "rate_limit_error",
-                headers={"Retry-After": "2"},
+                # The body was not read: close rather than drain it through the event loop.
+                headers={"Retry-After": "2", "Connection": "close"},
             )
         lane.waiting += 1
         try:

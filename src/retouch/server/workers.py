@@ -92,6 +92,8 @@ def _worker_main(conn: Connection, toolkit_bytes: bytes, memory_limit: int | Non
     import signal
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl+C is the server's to handle
+    with contextlib.suppress(OSError):
+        os.nice(10)  # the work yields the CPU to the server's own loop (/health answers fast)
     if memory_limit:
         import resource
 
