@@ -11,6 +11,7 @@ import hashlib
 import json
 import os
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,9 +23,10 @@ from retouch.types import ProgressCallback, no_progress
 
 HOME_ENV = "RETOUCH_HOME"
 OFFLINE_ENV = "RETOUCH_OFFLINE"
-SUPPORT_TASKS = ("lora", "vae", "controlnet", "depth")
+SUPPORT_TASKS = ("lora", "vae", "controlnet", "depth", "pose", "segmentation")
 """Models that serve another model rather than an operation: LoRAs (an LCM-LoRA), tiny VAEs
-(TAESD), ControlNets, depth estimators (for depth ControlNets)."""
+(TAESD), ControlNets, and the estimators that make ControlNet guides (depth, pose,
+segmentation maps)."""
 
 
 def default_home() -> Path:
@@ -368,3 +370,44 @@ class ModelStore:
                     (each, False, f"{entry.checksum.partition(':')[0]} differs from the catalog's")
                 )
         return results
+
+
+# --- support models, found by name or by task ------------------------------------------------
+
+
+def resolve(name: str) -> Path:
+    """A path as given, else a model-store name (ModelNotAvailable with the pull command)."""
+    path = Path(name).expanduser()
+    if path.exists():
+        return path
+    return ModelStore().path(name)
+
+
+def catalog_io(name: str) -> dict[str, object]:
+    """How the catalog says to feed a store model (empty for paths and added models)."""
+    if Path(name).expanduser().exists():
+        return {}
+    entry = ModelStore().entry_for(name)
+    return dict(entry.io) if entry is not None else {}
+
+
+def support_model(
+    task: str,
+    suggested: str | None,
+    *,
+    want: Callable[[str, CatalogEntry | None], bool] | None = None,
+    hint: str | None = None,
+) -> str | None:
+    """The first model of a support task (lora, vae, controlnet, depth, pose, segmentation)
+    on this machine that ``want`` accepts (given its name and catalog entry, None for an
+    added one). When there is none: ModelNotAvailable naming ``suggested`` and how to get it,
+    or None when nothing is suggested (the model is optional)."""
+    store = ModelStore()
+    names = [n for n in store.names_for(task) if want is None or want(n, store.entry_for(n))]
+    if names:
+        return names[0]
+    if suggested is not None:
+        raise ModelNotAvailable(
+            suggested, hint or f"or add one: retouch models add NAME PATH --task {task}"
+        )
+    return None
