@@ -239,9 +239,11 @@ def _add_field(parser: argparse.ArgumentParser, spec: FieldSpec) -> None:
         "metavar": p.metavar or _METAVARS.get(spec.kind, "VALUE"),
         "help": _field_help(spec),
     }
-    if p.choices:
+    if p.choices and p.separator is None:
         kwargs["choices"] = p.choices
         del kwargs["metavar"]
+    elif p.choices:  # several choices in one value: the declaration checks each
+        kwargs["help"] += f" {{{','.join(p.choices)}}}"
     if spec.required and spec.kind != "image":
         kwargs["required"] = True
     parser.add_argument(*flags, **kwargs)
@@ -807,7 +809,8 @@ def cmd_models(args: argparse.Namespace) -> int:
             return 0
         for r in records:
             size = f"{r.size / 2**20:.0f} MB" if r.size else ""
-            print(f"{r.name:<28} {r.task:<18} {r.format:<12} {r.state:<11} {size}")
+            licence = (r.license or "") + (" (gated)" if r.gated else "")
+            print(f"{r.name:<30} {r.task:<14} {r.format:<12} {r.state:<11} {size:>9}  {licence}")
         return 0
     if action == "pull":
         report, close = _progress(args.quiet)

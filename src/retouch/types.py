@@ -40,6 +40,7 @@ if TYPE_CHECKING:
     from retouch.results import ImageResult, OutputImage, ResultImage
 
 __all__ = [
+    "GUIDES",
     "OPERATIONS",
     "REQUEST_TYPES",
     "EditRequest",
@@ -164,6 +165,12 @@ class Param:
     """Longest text accepted (text fields)."""
     cli: bool = True
     """False: not offered as a CLI flag (the command has its own way to set it)."""
+    separator: str | None = None
+    """Text fields with ``choices``: several of them may be given, joined by this
+    (``canny,depth``); each one is checked."""
+    aligned: bool = False
+    """Image fields: a picture laid over the main image (a ControlNet guide), of the same
+    aspect ratio; masked work crops it with the image, so the provider sees the same area."""
 
 
 META_KEY = "retouch"
@@ -349,6 +356,76 @@ def _size(what: str) -> Any:
     return param(None, low=1, metavar="PX", help=what)
 
 
+GUIDES = (
+    "canny",
+    "depth",
+    "lineart",
+    "softedge",
+    "scribble",
+    "openpose",
+    "segmentation",
+    "tile",
+    "none",
+)
+"""What a ControlNet can be guided by. Edges, lines, scribbles and tiles are made from the
+image without weights; depth, pose and segmentation maps by a model from the store, or
+given as ``control_image``."""
+
+
+def _control() -> Any:
+    return param(
+        None,
+        choices=GUIDES,
+        separator=",",
+        needs_support=True,
+        metavar="GUIDE[,GUIDE]",
+        help="guide the result with ControlNets: canny, depth, lineart, softedge, scribble, "
+        "openpose, segmentation or tile, several joined by commas (canny,depth); none: no guide",
+    )
+
+
+def _control_image() -> Any:
+    return param(
+        None,
+        kind="image",
+        aligned=True,
+        needs_support=True,
+        metavar="FILE",
+        help="your own guide for the first --control guide, used as it is: a sketch, a pose "
+        "skeleton, a colour-coded segmentation map (the image's aspect ratio)",
+    )
+
+
+def _control_scale() -> Any:
+    return param(
+        1.0,
+        low=0.0,
+        high=2.0,
+        needs_support=True,
+        help="how strongly the guides steer (0: not at all; default 1)",
+    )
+
+
+def _control_start() -> Any:
+    return param(
+        0.0,
+        low=0.0,
+        high=1.0,
+        needs_support=True,
+        help="fraction of the steps after which the guides start steering (default 0)",
+    )
+
+
+def _control_end() -> Any:
+    return param(
+        1.0,
+        low=0.0,
+        high=1.0,
+        needs_support=True,
+        help="fraction of the steps after which the guides stop steering (default 1)",
+    )
+
+
 # --- requests -----------------------------------------------------------------------------
 
 Options = Union[Mapping[str, Any], object, None]  # noqa: UP007 - a runtime alias
@@ -392,6 +469,11 @@ class InpaintRequest:
     n: int = _n()
     seed: int | None = _seed()
     feather: int = _feather(8, "soften (blur) the mask edge inwards by PX, so the fill blends in")
+    control: str | None = _control()
+    control_image: Picture | None = _control_image()
+    control_scale: float = _control_scale()
+    control_start: float = _control_start()
+    control_end: float = _control_end()
     model: str | None = _model()
     provider: str | None = _provider()
     options: Options = _options()
@@ -447,6 +529,11 @@ class EditRequest:
     n: int = _n()
     seed: int | None = _seed()
     feather: int = _feather(8, "with a mask: soften the mask edge inwards by PX")
+    control: str | None = _control()
+    control_image: Picture | None = _control_image()
+    control_scale: float = _control_scale()
+    control_start: float = _control_start()
+    control_end: float = _control_end()
     model: str | None = _model()
     provider: str | None = _provider()
     options: Options = _options()
@@ -481,6 +568,13 @@ class UpscaleRequest:
     )
     width: int | None = _size("target width (alone: keeps the aspect ratio)")
     height: int | None = _size("target height (alone: keeps the aspect ratio)")
+    detail: bool = param(
+        False,
+        needs_support=True,
+        help="add detail after enlarging: a tiled Stable Diffusion pass guided by a tile "
+        "ControlNet (diffusion providers; slow)",
+    )
+    seed: int | None = _seed()
     model: str | None = _model("model name or path (default: the provider's)")
     provider: str | None = _provider()
     options: Options = _options()
@@ -672,6 +766,8 @@ class OperationSpec:
     honours: frozenset[str] = frozenset()
     """Which of the request's ``needs_support`` fields (seed, prompt, steps, ...) it uses."""
     options: type | None = None
+    priority: int | None = None
+    """Overrides the provider's priority for this operation (None: the provider's)."""
 
 
 @dataclass(frozen=True)

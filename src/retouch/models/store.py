@@ -54,6 +54,8 @@ class ModelRecord:
     size: int | None
     license: str | None
     checksum: str | None
+    gated: bool = False
+    """The publisher requires accepting a licence first (see the catalog's note)."""
 
 
 def file_checksum(path: Path, algorithm: str) -> str:
@@ -149,6 +151,8 @@ class ModelStore:
                 f"it was added from {added['path']}, which is gone; `retouch models add` it again",
             )
         entry = lookup(self.catalog, name)
+        if entry.gated:
+            raise ModelNotAvailable(name, f"{entry.repo} is gated: {entry.gated}", pullable=False)
         if entry.shipped and not entry.downloadable:
             raise ModelNotAvailable(
                 name,
@@ -217,6 +221,7 @@ class ModelStore:
                     entry.size,
                     entry.license,
                     entry.checksum,
+                    gated=entry.gated is not None,
                 )
             )
         return [r for r in records if task is None or r.task == task]
@@ -231,7 +236,7 @@ class ModelStore:
         existing = self.shipped_path(entry) or self.downloaded_path(entry)
         if existing is not None:
             return existing
-        if not entry.downloadable:
+        if not entry.downloadable or entry.gated:
             self.path(name)  # raises the right ModelNotAvailable hint
         if entry.is_folder:
             return self._pull_folder(entry, trust=trust, progress=progress)
