@@ -181,7 +181,7 @@ def request_fields(cls: type[Any]) -> list[FieldSpec]:
         default = _default(f)
         if kind == "mask":
             for mf, mp in _fields(MaskInput):
-                mkind, _ = _kind_of(mf.type, mp, f"MaskInput.{mf.name}")
+                mkind, mnullable = _kind_of(mf.type, mp, f"MaskInput.{mf.name}")
                 if mf.name == "source":  # the request's own field says what this mask is for
                     specs.append(
                         FieldSpec(
@@ -204,7 +204,7 @@ def request_fields(cls: type[Any]) -> list[FieldSpec]:
                         mkind,
                         _default(mf),
                         required=False,
-                        nullable=False,
+                        nullable=mnullable,  # crop_margin None: the whole image
                         param=mp,
                     )
                 )
