@@ -1025,8 +1025,9 @@ def test_detail_upscale_is_4x_without_seams(
     other_seed = upscale(2, detail_tile=1024)
     pasted = upscale(1, detail_tile=512, detail_overlap=0)
     floor = psnr(whole, other_seed)
-    assert psnr(tiled, whole) > 28 and psnr(tiled, whole) > floor - 1.5
-    assert psnr(pasted, whole) < psnr(tiled, whole) - 5  # what a seam costs, measured
+    # Measured: tiled 52.6 dB from whole, another seed 53.3 dB, pasted 28.7 dB.
+    assert psnr(tiled, whole) > 45 and psnr(tiled, whole) > floor - 1.5
+    assert psnr(pasted, whole) < psnr(tiled, whole) - 15  # what a seam costs
     enlarged = TOOLKIT.upscale(photo).image.pixels
     assert psnr(tiled, enlarged) > 15  # the picture survives the pass (blurred by its VAE)
 

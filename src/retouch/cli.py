@@ -156,11 +156,14 @@ EXAMPLES: dict[str, str] = {
     "inpaint": "example: OPENAI_API_KEY=... retouch inpaint room.jpg --mask sofa.png "
     '--prompt "a green velvet sofa" --provider openai -o new.jpg',
     "outpaint": "example: retouch outpaint photo.jpg --left 128 --right 128 -o wide.jpg",
-    "edit": 'example: retouch edit photo.jpg --prompt "an oil painting" --strength 0.5 '
-    "--provider diffusers -o painted.jpg",
+    "edit": "examples:\n"
+    '  retouch edit photo.jpg --prompt "an oil painting" --strength 0.5 --provider diffusers -o painted.jpg\n'
+    '  retouch edit photo.jpg --prompt "a knight" --control openpose --control-image pose.png -o knight.jpg\n'
+    '  retouch edit photo.jpg --prompt "a ruin" --control canny,depth --control-scale 0.8 -o ruin.jpg',
     "variations": "example: retouch variations photo.jpg -n 4 --provider diffusers -o var.png",
     "upscale": "examples:\n  retouch upscale photo.jpg -o big.jpg\n"
     "  retouch upscale photo.jpg --scale 2 --model x4plus -o big.png\n"
+    "  retouch upscale photo.jpg --detail -o detailed.jpg      # then a tiled SD pass (diffusers)\n"
     "  retouch upscale photos/ -o photos-4x/          # a folder, skipping done files",
     "resize": "example: retouch resize big.png --max-size 1600 -o web.webp --quality 85",
     "remove-background": "examples:\n  retouch remove-bg product.jpg -o product.png\n"

@@ -391,8 +391,9 @@ def _control_image() -> Any:
         aligned=True,
         needs_support=True,
         metavar="FILE",
-        help="your own guide for the first --control guide, used as it is: a sketch, a pose "
-        "skeleton, a colour-coded segmentation map (the image's aspect ratio)",
+        help="your own guide for the first --control guide instead of one made from the "
+        "image: a sketch, a pose skeleton, a colour-coded segmentation map (the image's "
+        "aspect ratio, any size)",
     )
 
 

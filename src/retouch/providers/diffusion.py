@@ -861,8 +861,8 @@ class DiffusersProvider:
         }
         if loaded.family == "flux":
             arguments["max_sequence_length"] = loaded.sequence
-        else:
-            arguments["negative_prompt"] = [negative or ""] * len(seeds)
+        elif negative:  # none given: the pipeline's own empty negative (SDXL: zeros)
+            arguments["negative_prompt"] = [negative] * len(seeds)
         if control is not None:
             pictures = [Image.fromarray(picture) for picture in control.images]
             several = len(pictures) > 1
