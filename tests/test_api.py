@@ -71,6 +71,8 @@ def test_work_happens_on_a_crop_and_is_stitched_back(astronaut: np.ndarray) -> N
     assert seen == [(80, 96)]  # 20+60 wide, 30+60 tall, padded to multiples of 8
     assert np.array_equal(out[mask == 0], astronaut[mask == 0])
     assert (out[mask > 0] == 0).all()
+    toolkit.erase(astronaut, mask, provider="recorder", crop_margin=None)  # the whole image
+    assert seen[-1] == (512, 512)
 
 
 def test_parameters_a_provider_ignores_are_refused(astronaut: np.ndarray) -> None:

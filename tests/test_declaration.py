@@ -345,3 +345,65 @@ def test_every_request_field_has_a_flag_and_a_json_kind() -> None:
             assert spec.kind, (operation, spec.name)
             if spec.name != "image" and spec.param.cli:
                 assert spec.flag.startswith("--"), (operation, spec.name)
+
+
+# --- ControlNet guides and detail upscale: declared once ------------------------------------------
+
+
+def test_control_fields_from_the_declaration(
+    capsys: pytest.CaptureFixture[str],
+    files: tuple[Path, Path],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """control, control_image (an upload), control_scale/start/end on edit and inpaint; the
+    guide list is checked item by item; detail and seed on upscale; providers that cannot
+    steer by guides refuse them by name."""
+    image, mask = files
+    for command in ("edit", "inpaint"):
+        code, out, _ = run_cli([command, "--help"], capsys)
+        assert code == 0
+        for flag in ("--control ", "--control-image", "--control-scale", "--control-start"):
+            assert flag in out, (command, flag)
+        listed = "canny,depth,lineart,softedge,scribble,openpose,segmentation,tile,none"
+        assert listed in "".join(out.split())
+    code, out, _ = run_cli(["upscale", "--help"], capsys)
+    assert code == 0 and "--detail " in out and "--detail-strength" in out and "--upscaler" in out
+    with pytest.raises(InvalidRequest, match=r"control takes canny.*not 'pose'"):
+        Toolkit().edit(image, "x", control="canny,pose", provider="diffusers")
+    with pytest.raises(InvalidRequest, match="names a choice twice"):
+        Toolkit().edit(image, "x", control="canny, canny", provider="diffusers")
+    with pytest.raises(InvalidRequest, match=r"control_scale must be 0\.\.2"):
+        Toolkit().edit(image, "x", control="canny", control_scale=3.0)
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+    monkeypatch.setenv("OPENAI_BASE_URL", "http://127.0.0.1:9")  # never reached
+    with pytest.raises(
+        UnsupportedOperation, match=r"control is not supported by openai.*diffusers"
+    ):
+        Toolkit().inpaint(image, mask, "a hat", control="canny", provider="openai")
+    with pytest.raises(UnsupportedOperation, match="control_image is not supported by openai"):
+        Toolkit().edit(image, "a hat", control_image=image, provider="openai")
+    with TestClient(create_app(Toolkit(), ServerSettings())) as client:
+        spec = client.get("/openapi.json").json()
+        body = spec["paths"]["/v1/edit"]["post"]["requestBody"]["content"]
+        multipart = body["multipart/form-data"]["schema"]["properties"]
+        assert multipart["control_image"]["format"] == "binary"
+        pattern = multipart["control"]["pattern"]
+        import re
+
+        assert re.match(pattern, "canny, depth") and not re.match(pattern, "canny,pose")
+        listed = client.get("/v1/operations").json()["data"]
+        edit = next(o for o in listed if o["name"] == "edit")
+        control = next(f for f in edit["fields"] if f["name"] == "control")
+        assert control["separator"] == "," and "openpose" in control["choices"]
+        upscale = next(o for o in listed if o["name"] == "upscale")
+        assert {"detail", "seed"} <= {f["name"] for f in upscale["fields"]}
+        r = client.post(
+            "/v1/edit",
+            files={
+                "image": ("p.png", image.read_bytes()),
+                "control_image": ("c.png", mask.read_bytes()),
+            },
+            data={"prompt": "x", "control": "openpose", "provider": "openai"},
+        )
+        assert r.status_code == 400 and r.json()["error"]["param"] == "control"

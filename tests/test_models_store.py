@@ -319,3 +319,57 @@ def test_models_cli(
     assert states["tiny"] == "downloaded" and states["lama"] == "missing"
     assert run("models", "verify", "tiny") == 0
     assert run("models", "rm", "tiny") == 0 and run("models", "path", "tiny") == 5
+
+
+def test_catalog_has_every_guide_and_the_new_families(tmp_path: Path) -> None:
+    """A ControlNet per guide for SD 1.5 and for SDXL, each with a size and a licence; the
+    guide models; FLUX.1 Fill [dev] (gated: how to get it, not a pull that cannot work) and
+    SD-XL Inpainting 0.1 with their defaults."""
+    from retouch.types import GUIDES
+
+    catalog = load_catalog()
+    for family in ("sd15", "sdxl"):
+        for guide in (g for g in GUIDES if g != "none"):
+            serving = [
+                e
+                for e in catalog.values()
+                if e.task == "controlnet"
+                and e.io.get("family") == family
+                and guide
+                in (e.io["control"] if isinstance(e.io["control"], list) else [e.io["control"]])
+            ]
+            assert serving, (family, guide)
+            assert all(e.size and e.license and e.downloadable for e in serving)
+    assert catalog["dwpose"].task == "pose" and catalog["dwpose"].extra_files
+    assert catalog["segformer-b0-ade"].task == "segmentation"
+    sdxl = catalog["sdxl-inpainting"]
+    assert sdxl.repo == "diffusers/stable-diffusion-xl-1.0-inpainting-0.1" and sdxl.is_folder
+    assert sdxl.io == {"steps": 20, "guidance": 8.0} and sdxl.size and sdxl.license
+    flux = catalog["flux-fill-dev"]
+    assert flux.gated and flux.io["guidance"] == 30.0 and flux.size and flux.license
+    store = ModelStore(tmp_path, catalog=catalog)
+    for call in (lambda: store.path("flux-fill-dev"), lambda: store.pull("flux-fill-dev")):
+        with pytest.raises(ModelNotAvailable) as failed:
+            call()
+        message = str(failed.value)
+        assert (
+            "gated" in message and "retouch models add flux-fill-dev DIR --task inpaint" in message
+        )
+        assert "retouch models pull" not in message
+    for family, lora, vae in (
+        ("sd15", "lcm-lora-sdv1-5", "taesd"),
+        ("sdxl", "lcm-lora-sdxl", "taesdxl"),
+    ):
+        assert catalog[lora].io["family"] == family and catalog[vae].io["family"] == family
+
+
+def test_models_list_shows_licence_and_gated(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from retouch.cli import main
+
+    monkeypatch.setenv("RETOUCH_HOME", str(tmp_path))
+    assert main(["models", "list", "--task", "inpaint"]) == 0
+    lines = {line.split()[0]: line for line in capsys.readouterr().out.splitlines()}
+    assert "FLUX.1 [dev] Non-Commercial License (gated)" in lines["flux-fill-dev"]
+    assert "OpenRAIL++" in lines["sdxl-inpainting"] and "gated" not in lines["sdxl-inpainting"]

@@ -119,8 +119,8 @@ def test_the_example_recipe_is_valid() -> None:
             "step 1 (upscale): provider 'u2net' does not do upscale",
         ),
         (
-            {"operation": "upscale", "seed": 3, "provider": "classic"},
-            "step 1 (upscale): upscale: unknown field(s) seed",
+            {"operation": "upscale", "sharpen": 3, "provider": "classic"},
+            "step 1 (upscale): upscale: unknown field(s) sharpen",
         ),
     ],
 )

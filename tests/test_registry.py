@@ -101,3 +101,32 @@ def test_broken_plugin_is_a_configuration_error() -> None:
 def test_explicit_provider_must_do_the_operation() -> None:
     with pytest.raises(UnsupportedOperation, match="does not do inpaint"):
         Toolkit().provider_for("inpaint", "classic")
+
+
+def test_plain_upscale_stays_with_realesrgan_and_detail_goes_to_diffusion(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, small_photo: np.ndarray
+) -> None:
+    """The diffusers provider declares upscale (for --detail) at a priority under
+    realesrgan's and classic's: with a diffusion model ready, a plain upscale is unchanged."""
+    from retouch.api import Toolkit
+    from retouch.imageio import picture_from_array
+    from retouch.models.store import ModelStore
+    from retouch.types import UpscaleRequest
+
+    pytest.importorskip("diffusers")
+    monkeypatch.setenv("RETOUCH_HOME", str(tmp_path))
+    folder = tmp_path / "some-model"
+    folder.mkdir()
+    ModelStore().add("some-model", folder, task="inpaint")  # diffusers is ready
+    toolkit = Toolkit()
+    assert toolkit.registry.get("diffusers").status().ready
+    picture = picture_from_array(small_photo)
+    names = [p.info.name for p in toolkit.registry.supporting("upscale")]
+    assert names.index("realesrgan") < names.index("classic") < names.index("diffusers")
+    assert toolkit.provider_for("upscale").info.name == "realesrgan"
+    plain = UpscaleRequest(image=picture)
+    assert toolkit.provider_for("upscale", request=plain).info.name == "realesrgan"
+    detailed = UpscaleRequest(image=picture, detail=True)
+    assert toolkit.provider_for("upscale", request=detailed).info.name == "diffusers"
+    upscalers = next(o for o in toolkit.describe_operations() if o["name"] == "upscale")
+    assert [p["name"] for p in upscalers["providers"]].index("diffusers") > 0

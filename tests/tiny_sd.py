@@ -47,6 +47,69 @@ TINY: dict[str, dict[str, Any]] = {
         "max_position_embeddings": 32,
     },
 }
+# Downsampling by 8 like real VAEs (four blocks), no attention in the VAE: a 1024 px image
+# is a 128 px latent, so the detail upscale can run it as one tile to compare with tiles.
+TINY_X8: dict[str, dict[str, Any]] = {
+    "unet": {**TINY["unet"], "sample_size": 8},
+    "vae": {
+        "block_out_channels": [8, 8, 16, 16],
+        "down_block_types": ["DownEncoderBlock2D"] * 4,
+        "up_block_types": ["UpDecoderBlock2D"] * 4,
+        "norm_num_groups": 8,
+        "sample_size": 64,
+        "mid_block_add_attention": False,
+    },
+    "text": TINY["text"],
+}
+TRANSPARENT_SCALE = 20.0
+"""The transparent VAE's latent scale: the noise img2img adds (and a random UNet's
+prediction error) is this much smaller than the image in its latents."""
+
+
+def transparent_vae() -> Any:
+    """A TAESD-shaped AutoencoderTiny (downsampling by 8, no normalisation layers: fully
+    convolutional) set by hand to carry the picture through: RGB into three latent channels
+    by smoothed decimation, back by nearest upsampling and the same smoothing. With a random
+    UNet, what comes out is the input, blurred, plus a little noise: tiled work can then be
+    compared with one-tile work, which a random VAE's noise would drown."""
+    import torch
+    from diffusers import AutoencoderTiny
+    from diffusers.models.unets.unet_2d_blocks import AutoencoderTinyBlock
+
+    vae = AutoencoderTiny(
+        encoder_block_out_channels=(4, 4, 4, 4),
+        decoder_block_out_channels=(4, 4, 4, 4),
+        num_encoder_blocks=(1, 1, 1, 1),
+        num_decoder_blocks=(1, 1, 1, 1),
+        latent_channels=4,
+        scaling_factor=TRANSPARENT_SCALE,
+    )
+    taps = torch.tensor([1.0, 2.0, 1.0])
+    smooth = (taps[:, None] * taps[None, :]) / 16
+    with torch.no_grad():
+        block_convs = set()
+        for module in vae.modules():
+            if isinstance(module, AutoencoderTinyBlock):
+                block_convs.update(id(m) for m in module.conv)
+                last = module.conv[-1]
+                last.weight.zero_()  # the residual branch adds nothing: the block passes x on
+                last.bias.zero_()
+        for module in vae.modules():
+            if not isinstance(module, torch.nn.Conv2d) or id(module) in block_convs:
+                continue
+            module.weight.zero_()
+            if module.bias is not None:
+                module.bias.zero_()
+            channels = min(module.in_channels, module.out_channels, 3)
+            smoothing = module.stride[0] == 2 or module.bias is None  # decimate / after upsampling
+            for c in range(channels):
+                if smoothing:
+                    module.weight[c, c] = smooth
+                else:
+                    module.weight[c, c, 1, 1] = 1.0
+    return vae
+
+
 # SD 1.5's published architecture: with random weights it costs what real ones cost.
 SD15: dict[str, dict[str, Any]] = {
     "unet": {
@@ -76,7 +139,11 @@ SD15: dict[str, dict[str, Any]] = {
 
 
 def build(
-    folder: Path, *, inpaint_unet: bool = True, shape: dict[str, dict[str, Any]] = TINY
+    folder: Path,
+    *,
+    inpaint_unet: bool = True,
+    shape: dict[str, dict[str, Any]] = TINY,
+    vae: Any = None,
 ) -> Path:
     import torch
     from diffusers import (
@@ -91,7 +158,7 @@ def build(
     unet = UNet2DConditionModel(
         **shape["unet"], in_channels=9 if inpaint_unet else 4, out_channels=4
     )
-    vae = AutoencoderKL(**shape["vae"], in_channels=3, out_channels=3, latent_channels=4)
+    vae = vae or AutoencoderKL(**shape["vae"], in_channels=3, out_channels=3, latent_channels=4)
     text = CLIPTextModel(
         CLIPTextConfig(**shape["text"], bos_token_id=0, eos_token_id=1, pad_token_id=1)
     )
@@ -123,16 +190,19 @@ def build(
     return folder
 
 
-def build_controlnet(base: Path, folder: Path) -> Path:
+def build_controlnet(
+    base: Path, folder: Path, *, seed: int = 1, embedding: tuple[int, ...] = (8, 16)
+) -> Path:
     """A tiny ControlNet made from a plain (4-channel) tiny UNet, as real ones are made from
-    base SD; its conditioning embedding downsamples by 2, like the tiny VAE."""
+    base SD; its conditioning embedding downsamples as the VAE does (by 2 for two channel
+    counts, by 8 for four); ``seed`` gives each its own weights."""
     from diffusers import ControlNetModel, UNet2DConditionModel
 
     unet = UNet2DConditionModel.from_pretrained(str(base / "unet"))
     controlnet = ControlNetModel.from_unet(
-        unet, conditioning_channels=3, conditioning_embedding_out_channels=(8, 16)
+        unet, conditioning_channels=3, conditioning_embedding_out_channels=embedding
     )
-    wake(controlnet)
+    wake(controlnet, seed)
     controlnet.save_pretrained(str(folder))
     return folder
 
@@ -333,9 +403,88 @@ def build_tiny_vae(folder: Path) -> Path:
     return folder
 
 
-def build_xl(folder: Path) -> Path:
-    """A tiny SDXL inpainting pipeline: two text encoders (the second with a projection),
-    a UNet with SDXL's text-and-size conditioning."""
+XL_TINY: dict[str, dict[str, Any]] = {
+    "unet": {
+        "block_out_channels": (16, 32),
+        "layers_per_block": 1,
+        "sample_size": 16,
+        "down_block_types": ("DownBlock2D", "CrossAttnDownBlock2D"),
+        "up_block_types": ("CrossAttnUpBlock2D", "UpBlock2D"),
+        "attention_head_dim": (2, 4),
+        "addition_time_embed_dim": 8,
+        "norm_num_groups": 8,
+    },
+    "vae": {
+        "block_out_channels": [16, 32],
+        "down_block_types": ["DownEncoderBlock2D"] * 2,
+        "up_block_types": ["UpDecoderBlock2D"] * 2,
+        "norm_num_groups": 8,
+        "sample_size": 32,
+    },
+    "text": {
+        "hidden_size": 16,
+        "intermediate_size": 24,
+        "num_attention_heads": 2,
+        "num_hidden_layers": 2,
+        "max_position_embeddings": 32,
+        "projection_dim": 16,
+    },
+    "text_2": {
+        "hidden_size": 16,
+        "intermediate_size": 24,
+        "num_attention_heads": 2,
+        "num_hidden_layers": 2,
+        "max_position_embeddings": 32,
+        "projection_dim": 16,
+    },
+}
+# SDXL's published UNet (2.6 B parameters) and VAE; the text encoders at their widths but 2
+# layers (they run once per image, not per step), so it fits a CPU's memory.
+XL_SHAPED: dict[str, dict[str, Any]] = {
+    "unet": {
+        "block_out_channels": (320, 640, 1280),
+        "layers_per_block": 2,
+        "sample_size": 128,
+        "down_block_types": ("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+        "up_block_types": ("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
+        "transformer_layers_per_block": (1, 2, 10),
+        "attention_head_dim": (5, 10, 20),
+        "addition_time_embed_dim": 256,
+    },
+    "vae": {
+        "block_out_channels": [128, 256, 512, 512],
+        "down_block_types": ["DownEncoderBlock2D"] * 4,
+        "up_block_types": ["UpDecoderBlock2D"] * 4,
+        "layers_per_block": 2,
+        "sample_size": 1024,
+        "force_upcast": True,
+    },
+    "text": {
+        "hidden_size": 768,
+        "intermediate_size": 3072,
+        "num_attention_heads": 12,
+        "num_hidden_layers": 2,
+        "max_position_embeddings": 77,
+        "projection_dim": 768,
+    },
+    "text_2": {
+        "hidden_size": 1280,
+        "intermediate_size": 5120,
+        "num_attention_heads": 20,
+        "num_hidden_layers": 2,
+        "max_position_embeddings": 77,
+        "projection_dim": 1280,
+    },
+}
+
+
+def build_xl(
+    folder: Path, *, aesthetics: bool = False, shape: dict[str, dict[str, Any]] = XL_TINY
+) -> Path:
+    """An SDXL inpainting pipeline with random weights (tiny unless ``shape`` says): two
+    text encoders (the second with a projection), a UNet with SDXL's text-and-size
+    conditioning. ``aesthetics``: the refiner-style conditioning (an aesthetic score in place
+    of the target size: 5 numbers, not 6), with the UNet's projection sized to match."""
     import torch
     from diffusers import (
         AutoencoderKL,
@@ -351,59 +500,38 @@ def build_xl(folder: Path) -> Path:
     )
 
     torch.manual_seed(0)
+    text, text_2 = shape["text"], shape["text_2"]
+    unet_shape = shape["unet"]
+    sizes = 5 if aesthetics else 6
     unet = UNet2DConditionModel(
-        block_out_channels=(16, 32),
-        layers_per_block=1,
-        sample_size=16,
+        **unet_shape,
         in_channels=9,
         out_channels=4,
-        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
-        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
-        attention_head_dim=(2, 4),
         use_linear_projection=True,
         addition_embed_type="text_time",
-        addition_time_embed_dim=8,
-        projection_class_embeddings_input_dim=16 + 6 * 8,
-        cross_attention_dim=32,
-        norm_num_groups=8,
+        projection_class_embeddings_input_dim=text_2["projection_dim"]
+        + sizes * unet_shape["addition_time_embed_dim"],
+        cross_attention_dim=text["hidden_size"] + text_2["hidden_size"],  # both encoders'
     )
-    vae = AutoencoderKL(
-        block_out_channels=[16, 32],
-        down_block_types=["DownEncoderBlock2D"] * 2,
-        up_block_types=["UpDecoderBlock2D"] * 2,
-        latent_channels=4,
-        norm_num_groups=8,
-        sample_size=32,
-    )
-    config = {
-        "bos_token_id": 0,
-        "eos_token_id": 1,
-        "pad_token_id": 1,
-        "hidden_size": 16,
-        "intermediate_size": 24,
-        "num_attention_heads": 2,
-        "num_hidden_layers": 2,
-        "vocab_size": 64,
-        "max_position_embeddings": 32,
-        "projection_dim": 16,
-    }
+    vae = AutoencoderKL(**shape["vae"], latent_channels=4)
+    ids = {"bos_token_id": 0, "eos_token_id": 1, "pad_token_id": 1, "vocab_size": 64}
     write_tokenizer(folder / "_tokenizer")
     tokenizer = CLIPTokenizer(
         str(folder / "_tokenizer" / "vocab.json"),
         str(folder / "_tokenizer" / "merges.txt"),
-        model_max_length=32,
+        model_max_length=text["max_position_embeddings"],
     )
     pipe = StableDiffusionXLInpaintPipeline(
         vae=vae,
-        text_encoder=CLIPTextModel(CLIPTextConfig(**config)),
-        text_encoder_2=CLIPTextModelWithProjection(CLIPTextConfig(**config)),
+        text_encoder=CLIPTextModel(CLIPTextConfig(**text, **ids)),
+        text_encoder_2=CLIPTextModelWithProjection(CLIPTextConfig(**text_2, **ids)),
         tokenizer=tokenizer,
         tokenizer_2=tokenizer,
         unet=unet,
         scheduler=EulerDiscreteScheduler(
             beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", steps_offset=1
         ),
-        requires_aesthetics_score=False,
+        requires_aesthetics_score=aesthetics,
     )
     pipe.save_pretrained(str(folder))
     return folder
@@ -423,12 +551,12 @@ def build_xl_controlnet(base: Path, folder: Path) -> Path:
     return folder
 
 
-def wake(controlnet: Any) -> None:
+def wake(controlnet: Any, seed: int = 1) -> None:
     """A new ControlNet's "zero convolutions" start at zero (no effect until trained): give
     them random weights, as every other part of these tiny models has."""
     import torch
 
-    generator = torch.Generator().manual_seed(1)
+    generator = torch.Generator().manual_seed(seed)
     zero_convs = [
         *controlnet.controlnet_down_blocks,
         controlnet.controlnet_mid_block,
@@ -438,3 +566,164 @@ def wake(controlnet: Any) -> None:
         for layer in zero_convs:
             for parameter in layer.parameters():
                 parameter.copy_(torch.randn(parameter.shape, generator=generator) * 0.5)
+
+
+def write_t5_tokenizer(folder: Path, words: int = 64) -> Any:
+    """A word-level T5-style tokenizer (pad 0, end 1, unknown 2, one id per word, ``</s>``
+    after each text) from a generated vocabulary, as ``PreTrainedTokenizerFast``."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {"<pad>": 0, "</s>": 1, "<unk>": 2}
+    vocab.update({f"w{i}": 3 + i for i in range(words)})
+    for word in ("a", "red", "hat", "sky", "x", "the", "painting"):
+        vocab.setdefault(word, len(vocab))
+    tokenizer = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    tokenizer.pre_tokenizer = pre_tokenizers.Whitespace()
+    tokenizer.post_processor = processors.TemplateProcessing(
+        single="$A </s>", special_tokens=[("</s>", 1)]
+    )
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tokenizer,
+        pad_token="<pad>",
+        eos_token="</s>",
+        unk_token="<unk>",
+        model_max_length=512,
+    )
+    fast.save_pretrained(str(folder))
+    return fast
+
+
+FLUX_TINY: dict[str, Any] = {
+    "transformer": {
+        "patch_size": 1,
+        "num_layers": 1,
+        "num_single_layers": 1,
+        "attention_head_dim": 16,
+        "num_attention_heads": 2,
+        "axes_dims_rope": (4, 4, 8),
+        "guidance_embeds": True,
+    },
+    "clip": {
+        "hidden_size": 32,
+        "intermediate_size": 37,
+        "num_attention_heads": 4,
+        "num_hidden_layers": 2,
+    },
+    "t5": {"d_model": 32, "d_kv": 8, "d_ff": 37, "num_layers": 2, "num_heads": 4},
+    "vae": {"block_out_channels": (16, 32), "norm_num_groups": 8, "latent_channels": 4},
+}
+# FLUX.1's published widths (the transformer's 19 + 38 blocks and T5-XXL's 24 layers cut to
+# the few given here, so it fits in a CPU's memory; per-block cost is the real one).
+FLUX_SHAPED: dict[str, Any] = {
+    "transformer": {
+        "patch_size": 1,
+        "num_layers": 1,
+        "num_single_layers": 2,
+        "attention_head_dim": 128,
+        "num_attention_heads": 24,
+        "axes_dims_rope": (16, 56, 56),
+        "guidance_embeds": True,
+    },
+    "clip": {
+        "hidden_size": 768,
+        "intermediate_size": 3072,
+        "num_attention_heads": 12,
+        "num_hidden_layers": 12,
+    },
+    "t5": {"d_model": 4096, "d_kv": 64, "d_ff": 10240, "num_layers": 1, "num_heads": 64},
+    "vae": {
+        "block_out_channels": (128, 256, 512, 512),
+        "norm_num_groups": 32,
+        "latent_channels": 16,
+    },
+}
+
+
+def build_flux_fill(folder: Path, shape: dict[str, Any] = FLUX_TINY) -> Path:
+    """A FLUX.1 Fill pipeline with random weights: CLIP (a BPE tokenizer from a small
+    vocabulary, 77 tokens as FLUX reads them) and T5 text encoders (word-level tokenizer), a
+    VAE with FLUX's shift and scale, and a transformer whose input is the packed latents, the
+    masked image's latents and the mask (its in-channels follow from the VAE)."""
+    import torch
+    from diffusers import (
+        AutoencoderKL,
+        FlowMatchEulerDiscreteScheduler,
+        FluxFillPipeline,
+        FluxTransformer2DModel,
+    )
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer, T5Config, T5EncoderModel
+
+    torch.manual_seed(0)
+    vae_shape = shape["vae"]
+    blocks = len(vae_shape["block_out_channels"])
+    vae = AutoencoderKL(
+        block_out_channels=vae_shape["block_out_channels"],
+        down_block_types=["DownEncoderBlock2D"] * blocks,
+        up_block_types=["UpDecoderBlock2D"] * blocks,
+        latent_channels=vae_shape["latent_channels"],
+        norm_num_groups=vae_shape["norm_num_groups"],
+        layers_per_block=1 if blocks < 4 else 2,
+        use_quant_conv=False,
+        use_post_quant_conv=False,
+        shift_factor=0.1159,
+        scaling_factor=0.3611,
+        sample_size=1024,
+    )
+    packed = vae_shape["latent_channels"] * 4  # 2 x 2 patches
+    mask_channels = (2 ** (blocks - 1)) ** 2 * 4
+    clip = shape["clip"]
+    text = CLIPTextModel(
+        CLIPTextConfig(
+            **clip,
+            bos_token_id=0,
+            eos_token_id=1,
+            pad_token_id=1,
+            vocab_size=64,
+            max_position_embeddings=77,
+            projection_dim=clip["hidden_size"],
+        )
+    )
+    write_tokenizer(folder / "_tokenizer")
+    tokenizer = CLIPTokenizer(
+        str(folder / "_tokenizer" / "vocab.json"),
+        str(folder / "_tokenizer" / "merges.txt"),
+        model_max_length=77,
+    )
+    t5_tokenizer = write_t5_tokenizer(folder / "_t5_tokenizer")
+    t5 = T5EncoderModel(
+        T5Config(
+            **shape["t5"],
+            vocab_size=len(t5_tokenizer),
+            relative_attention_num_buckets=8,
+            decoder_start_token_id=0,
+            pad_token_id=0,
+            eos_token_id=1,
+        )
+    )
+    transformer = FluxTransformer2DModel(
+        **shape["transformer"],
+        in_channels=packed * 2 + mask_channels,
+        out_channels=packed,
+        joint_attention_dim=shape["t5"]["d_model"],
+        pooled_projection_dim=clip["hidden_size"],
+    )
+    scheduler = FlowMatchEulerDiscreteScheduler(
+        shift=3.0,
+        use_dynamic_shifting=True,
+        base_shift=0.5,
+        max_shift=1.15,
+        base_image_seq_len=256,
+        max_image_seq_len=4096,
+    )
+    pipe = FluxFillPipeline(
+        scheduler=scheduler,
+        vae=vae,
+        text_encoder=text,
+        tokenizer=tokenizer,
+        text_encoder_2=t5,
+        tokenizer_2=t5_tokenizer,
+        transformer=transformer,
+    )
+    pipe.save_pretrained(str(folder))
+    return folder

@@ -41,7 +41,7 @@ from retouch.errors import (
     ProviderUnavailable,
     UnsupportedOperation,
 )
-from retouch.registry import ProviderSource, Registry
+from retouch.registry import ProviderSource, Registry, priority
 from retouch.results import ImageResult, OutputImage
 from retouch.types import (
     DEFAULT_CROP_MARGIN,
@@ -260,10 +260,9 @@ class Toolkit:
         described = []
         for operation, cls in self.operations.items():
             providers = []
-            for provider in sorted(loaded, key=lambda p: (-p.info.priority, p.info.name)):
-                spec = provider.info.operations.get(operation)
-                if spec is None:
-                    continue
+            able = [p for p in loaded if operation in p.info.operations]
+            for provider in sorted(able, key=lambda p: (-priority(p, operation), p.info.name)):
+                spec = provider.info.operations[operation]
                 status = statuses[provider.info.name]
                 options = option_fields(operation, [provider])
                 providers.append(
@@ -427,9 +426,17 @@ class Toolkit:
         grow_mask: int = 0,
         feather: int = 8,
         crop_margin: int | None = DEFAULT_CROP_MARGIN,
+        control: str | None = None,
+        control_image: ImageSource | None = None,
+        control_scale: float = 1.0,
+        control_start: float = 0.0,
+        control_end: float = 1.0,
         progress: ProgressCallback = no_progress,
     ) -> ImageResult:
-        """Repaint what ``mask`` covers following ``prompt``; pixels outside stay unchanged."""
+        """Repaint what ``mask`` covers following ``prompt``; pixels outside stay unchanged.
+
+        ``control`` guides the result with ControlNets (``"canny"``, ``"openpose,depth"``...),
+        the first from ``control_image`` when given (a sketch, a pose, a segmentation map)."""
         request = InpaintRequest(
             image=self.load(image),
             mask=_mask_input(mask, mask_from, invert_mask, resize_mask, grow_mask, crop_margin),
@@ -441,6 +448,11 @@ class Toolkit:
             steps=steps,
             guidance=guidance,
             feather=feather,
+            control=control,
+            control_image=self.load(control_image) if control_image is not None else None,
+            control_scale=control_scale,
+            control_start=control_start,
+            control_end=control_end,
             model=model,
             provider=provider,
             options=options,
@@ -498,19 +510,24 @@ class Toolkit:
         width: int | None = None,
         height: int | None = None,
         face_enhance: bool = False,
+        detail: bool = False,
+        seed: int | None = None,
         model: str | None = None,
         provider: str | None = None,
         options: Options = None,
         progress: ProgressCallback = no_progress,
     ) -> ImageResult:
         """Enlarge by ``scale`` or to ``width``/``height``; alpha and 16 bit are kept.
-        ``face_enhance``: then restore the faces in the result."""
+        ``face_enhance``: then restore the faces in the result. ``detail``: then repaint detail
+        tile by tile (a diffusion provider, e.g. diffusers)."""
         request = UpscaleRequest(
             image=self.load(image),
             scale=scale,
             width=width,
             height=height,
             face_enhance=face_enhance,
+            detail=detail,
+            seed=seed,
             model=model,
             provider=provider,
             options=options,
@@ -646,6 +663,11 @@ class Toolkit:
         mask: ImageSource | None = None,
         width: int | None = None,
         height: int | None = None,
+        control: str | None = None,
+        control_image: ImageSource | None = None,
+        control_scale: float = 1.0,
+        control_start: float = 0.0,
+        control_end: float = 1.0,
         model: str | None = None,
         provider: str | None = None,
         options: Options = None,
@@ -653,7 +675,7 @@ class Toolkit:
     ) -> ImageResult:
         """Image-to-image edit by prompt (providers that declare ``edit``); with ``mask``,
         only the masked area changes. ``width``/``height``: the result's size (default: the
-        input's)."""
+        input's); ``control`` guides it as for ``inpaint``."""
         request = EditRequest(
             image=self.load(image),
             prompt=prompt,
@@ -664,6 +686,11 @@ class Toolkit:
             n=n,
             width=width,
             height=height,
+            control=control,
+            control_image=self.load(control_image) if control_image is not None else None,
+            control_scale=control_scale,
+            control_start=control_start,
+            control_end=control_end,
             model=model,
             provider=provider,
             options=options,
@@ -740,6 +767,7 @@ class Toolkit:
         if provider is not None:
             request = dataclasses.replace(request, provider=provider)
         check_values(request)
+        _check_aligned(request)
         if (isinstance(request, UpscaleRequest) and request.face_enhance) or (
             isinstance(request, RestoreFacesRequest) and request.upscale != 1
         ):
@@ -923,8 +951,12 @@ class Toolkit:
             work_mask, _ = compose.pad_to_multiple(plan.crop_mask(mask), spec.size_multiple)
             _check_sides(work_pixels.shape[1], work_pixels.shape[0], spec, provider.info.name)
             work_request = dataclasses.replace(
-                request, image=picture.with_pixels(work_pixels), mask=MaskInput.of(work_mask)
+                request,
+                image=picture.with_pixels(work_pixels),
+                mask=MaskInput.of(work_mask),
             )
+            crops: dict[str, Any] = _aligned_crops(request, plan.box, picture.size)
+            work_request = dataclasses.replace(work_request, **crops)
             result = provider.run(work_request, progress)
             results.append(result)
             if not outputs:
@@ -1158,6 +1190,49 @@ def estimate_memory(input_size: tuple[int, int], output_size: tuple[int, int], *
     """Bytes a request needs by its sizes alone, before any provider's own (model) needs."""
     pixels = input_size[0] * input_size[1] + n * output_size[0] * output_size[1]
     return pixels * WORKING_BYTES_PER_PIXEL
+
+
+def _aligned_fields(request: Request) -> list[tuple[str, Picture]]:
+    """The request's images laid over its main image (``param(aligned=True)``), when given."""
+    found = []
+    for spec in request_fields(type(request)):
+        if spec.kind == "image" and spec.param.aligned and len(spec.path) == 1:
+            value = getattr(request, spec.path[0])
+            if isinstance(value, Picture):
+                found.append((spec.path[0], value))
+    return found
+
+
+def _check_aligned(request: Request) -> None:
+    """An image laid over the main one must have its aspect ratio (any size: it is scaled)."""
+    image = request.image
+    for name, picture in _aligned_fields(request):
+        height = picture.height * image.width / picture.width
+        if abs(height - image.height) > max(1.0, 0.01 * image.height):
+            raise InvalidRequest(
+                f"{name} is {picture.width} x {picture.height} but the image is {image.width} x "
+                f"{image.height}: a guide is laid over the image, so it needs the image's aspect "
+                "ratio (any size)",
+                param=name,
+            )
+
+
+def _aligned_crops(
+    request: Request, box: tuple[int, int, int, int], size: tuple[int, int]
+) -> dict[str, Picture]:
+    """The same area of each aligned image as ``box`` is of the main image (of ``size``),
+    in the aligned image's own pixels: the provider scales it to its working size."""
+    crops = {}
+    for name, picture in _aligned_fields(request):
+        sx, sy = picture.width / size[0], picture.height / size[1]
+        left = min(round(box[0] * sx), picture.width - 1)
+        top = min(round(box[1] * sy), picture.height - 1)
+        right = max(left + 1, min(round(box[2] * sx), picture.width))
+        bottom = max(top + 1, min(round(box[3] * sy), picture.height))
+        crops[name] = picture.with_pixels(
+            np.ascontiguousarray(picture.pixels[top:bottom, left:right])
+        )
+    return crops
 
 
 def _check_sides(width: int, height: int, spec: OperationSpec, provider: str) -> None:

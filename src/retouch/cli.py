@@ -134,12 +134,15 @@ EXAMPLES: dict[str, str] = {
     "inpaint": "example: OPENAI_API_KEY=... retouch inpaint room.jpg --mask sofa.png "
     '--prompt "a green velvet sofa" --provider openai -o new.jpg',
     "outpaint": "example: retouch outpaint photo.jpg --left 128 --right 128 -o wide.jpg",
-    "edit": 'example: retouch edit photo.jpg --prompt "an oil painting" --strength 0.5 '
-    "--provider diffusers -o painted.jpg",
+    "edit": "examples:\n"
+    '  retouch edit photo.jpg --prompt "an oil painting" --strength 0.5 --provider diffusers -o painted.jpg\n'
+    '  retouch edit photo.jpg --prompt "a knight" --control openpose --control-image pose.png -o knight.jpg\n'
+    '  retouch edit photo.jpg --prompt "a ruin" --control canny,depth --control-scale 0.8 -o ruin.jpg',
     "variations": "example: retouch variations photo.jpg -n 4 --provider diffusers -o var.png",
     "upscale": "examples:\n  retouch upscale photo.jpg -o big.jpg\n"
     "  retouch upscale photo.jpg --scale 2 --model x4plus -o big.png\n"
     "  retouch upscale portrait.jpg --model x4plus --face-enhance -o big.png  # then restore faces\n"
+    "  retouch upscale photo.jpg --detail -o detailed.jpg      # then a tiled SD pass (diffusers)\n"
     "  retouch upscale photos/ -o photos-4x/          # a folder, skipping done files",
     "resize": "examples:\n  retouch resize big.png --max-size 1600 -o web.webp --quality 85\n"
     "  retouch resize shots/ --max-width 1920 --max-height 1080 -o web/  # 1920x1080> (shrink only)",
@@ -248,9 +251,11 @@ def _add_field(parser: argparse.ArgumentParser, spec: FieldSpec, *, required: bo
         "metavar": p.metavar or _METAVARS.get(spec.kind, "VALUE"),
         "help": _field_help(spec),
     }
-    if p.choices:
+    if p.choices and p.separator is None:
         kwargs["choices"] = p.choices
         del kwargs["metavar"]
+    elif p.choices:  # several choices in one value: the declaration checks each
+        kwargs["help"] += f" {{{','.join(p.choices)}}}"
     if spec.kind == "points":  # --point X,Y --point X,Y: each adds to the list
         kwargs["action"] = "append"
     if required or (spec.required and spec.kind != "image"):
@@ -863,7 +868,8 @@ def cmd_models(args: argparse.Namespace) -> int:
             return 0
         for r in records:
             size = f"{r.size / 2**20:.0f} MB" if r.size else ""
-            print(f"{r.name:<28} {r.task:<18} {r.format:<12} {r.state:<11} {size}")
+            licence = (r.license or "") + (" (gated)" if r.gated else "")
+            print(f"{r.name:<30} {r.task:<14} {r.format:<12} {r.state:<11} {size:>9}  {licence}")
         return 0
     if action == "pull":
         report, close = _progress(args.quiet)

@@ -89,6 +89,8 @@ class FieldSpec:
             out["maximum"] = p.high
         if p.choices:
             out["choices"] = list(p.choices)
+        if p.separator is not None:
+            out["separator"] = p.separator
         if p.max_by_image:
             out["maximum_by_image"] = p.max_by_image
         if self.kind == "text":
@@ -208,7 +210,7 @@ def request_fields(cls: type[Any]) -> list[FieldSpec]:
                         mkind,
                         _default(mf),
                         required=False,
-                        nullable=mnullable,
+                        nullable=mnullable,  # crop_margin None: the whole image
                         param=mp,
                     )
                 )
@@ -319,7 +321,17 @@ def check_value(spec: FieldSpec, value: Any, *, diagonal: float | None = None) -
             raise fail(f"must be text, got {type(value).__name__}")
         if len(value) > p.max_length:
             raise fail(f"is longer than {p.max_length} characters")
-        if p.choices and value not in p.choices:
+        if p.choices and p.separator is not None:
+            given = [item.strip() for item in value.split(p.separator)]
+            bad = [item for item in given if item not in p.choices]
+            if bad or not given:
+                raise fail(
+                    f"takes {', '.join(p.choices)} (several joined by {p.separator!r}), "
+                    f"not {', '.join(map(repr, bad)) or repr(value)}"
+                )
+            if len(set(given)) != len(given):
+                raise fail(f"names a choice twice: {value!r}")
+        elif p.choices and value not in p.choices:
             raise fail(f"must be one of {', '.join(p.choices)}, not {value!r}")
     if kind in ("int", "float", "ratio", "bytes"):
         number = float(value)

@@ -78,13 +78,15 @@ class ProviderUnavailable(UnsupportedOperation):
 class ModelNotAvailable(RetouchError):
     """The weights a provider needs are not on this machine."""
 
-    def __init__(self, model: str, hint: str | None = None) -> None:
+    def __init__(self, model: str, hint: str | None = None, *, pullable: bool = True) -> None:
         self.model = model
         message = (
             f"model {model!r} is not on this machine; fetch it with: retouch models pull {model}"
         )
         if hint:
             message = f"{message} ({hint})"
+        if not pullable:  # gated weights: retouch cannot fetch them, the hint says how
+            message = f"model {model!r} is not on this machine; {hint}"
         super().__init__(message)
 
 

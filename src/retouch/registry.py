@@ -126,7 +126,13 @@ class Registry:
     def supporting(self, operation: Operation) -> list[Provider]:
         """Providers that declare ``operation``, best first (priority, then name)."""
         found = [p for p in (self.get(n) for n in self.names()) if operation in p.info.operations]
-        return sorted(found, key=lambda p: (-p.info.priority, p.info.name))
+        return sorted(found, key=lambda p: (-priority(p, operation), p.info.name))
+
+
+def priority(provider: Provider, operation: Operation) -> int:
+    """The provider's priority for ``operation``: the operation's own, else the provider's."""
+    own = provider.info.operations[operation].priority
+    return provider.info.priority if own is None else own
 
 
 def _rebuild(

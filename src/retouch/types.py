@@ -40,6 +40,7 @@ if TYPE_CHECKING:
     from retouch.results import ImageResult, OutputImage, ResultImage
 
 __all__ = [
+    "GUIDES",
     "OPERATIONS",
     "REQUEST_TYPES",
     "AdjustRequest",
@@ -171,6 +172,12 @@ class Param:
     """Used only with these values of the request's ``kind`` (empty: always)."""
     required_for: tuple[str, ...] = ()
     """Required with these values of the request's ``kind``."""
+    separator: str | None = None
+    """Text fields with ``choices``: several of them may be given, joined by this
+    (``canny,depth``); each one is checked."""
+    aligned: bool = False
+    """Image fields: a picture laid over the main image (a ControlNet guide), of the same
+    aspect ratio; masked work crops it with the image, so the provider sees the same area."""
 
 
 META_KEY = "retouch"
@@ -401,6 +408,77 @@ def _output_side(side: str) -> Any:
     )
 
 
+GUIDES = (
+    "canny",
+    "depth",
+    "lineart",
+    "softedge",
+    "scribble",
+    "openpose",
+    "segmentation",
+    "tile",
+    "none",
+)
+"""What a ControlNet can be guided by. Edges, lines, scribbles and tiles are made from the
+image without weights; depth, pose and segmentation maps by a model from the store, or
+given as ``control_image``."""
+
+
+def _control() -> Any:
+    return param(
+        None,
+        choices=GUIDES,
+        separator=",",
+        needs_support=True,
+        metavar="GUIDE[,GUIDE]",
+        help="guide the result with ControlNets: canny, depth, lineart, softedge, scribble, "
+        "openpose, segmentation or tile, several joined by commas (canny,depth); none: no guide",
+    )
+
+
+def _control_image() -> Any:
+    return param(
+        None,
+        kind="image",
+        aligned=True,
+        needs_support=True,
+        metavar="FILE",
+        help="your own guide for the first --control guide instead of one made from the "
+        "image: a sketch, a pose skeleton, a colour-coded segmentation map (the image's "
+        "aspect ratio, any size)",
+    )
+
+
+def _control_scale() -> Any:
+    return param(
+        1.0,
+        low=0.0,
+        high=2.0,
+        needs_support=True,
+        help="how strongly the guides steer (0: not at all; default 1)",
+    )
+
+
+def _control_start() -> Any:
+    return param(
+        0.0,
+        low=0.0,
+        high=1.0,
+        needs_support=True,
+        help="fraction of the steps after which the guides start steering (default 0)",
+    )
+
+
+def _control_end() -> Any:
+    return param(
+        1.0,
+        low=0.0,
+        high=1.0,
+        needs_support=True,
+        help="fraction of the steps after which the guides stop steering (default 1)",
+    )
+
+
 # --- requests -----------------------------------------------------------------------------
 
 Options = Union[Mapping[str, Any], object, None]  # noqa: UP007 - a runtime alias
@@ -444,6 +522,11 @@ class InpaintRequest:
     n: int = _n()
     seed: int | None = _seed()
     feather: int = _feather(8, "soften (blur) the mask edge inwards by PX, so the fill blends in")
+    control: str | None = _control()
+    control_image: Picture | None = _control_image()
+    control_scale: float = _control_scale()
+    control_start: float = _control_start()
+    control_end: float = _control_end()
     model: str | None = _model()
     provider: str | None = _provider()
     options: Options = _options()
@@ -501,6 +584,11 @@ class EditRequest:
     feather: int = _feather(8, "with a mask: soften the mask edge inwards by PX")
     width: int | None = _output_side("width")
     height: int | None = _output_side("height")
+    control: str | None = _control()
+    control_image: Picture | None = _control_image()
+    control_scale: float = _control_scale()
+    control_start: float = _control_start()
+    control_end: float = _control_end()
     model: str | None = _model()
     provider: str | None = _provider()
     options: Options = _options()
@@ -543,6 +631,13 @@ class UpscaleRequest:
         help="then restore the faces in the enlarged picture with the best restore-faces "
         "provider (Real-ESRGAN's --face_enhance)",
     )
+    detail: bool = param(
+        False,
+        needs_support=True,
+        help="add detail after enlarging: a tiled Stable Diffusion pass guided by a tile "
+        "ControlNet (diffusion providers; slow)",
+    )
+    seed: int | None = _seed()
     model: str | None = _model("model name or path (default: the provider's)")
     provider: str | None = _provider()
     options: Options = _options()
@@ -904,6 +999,8 @@ class OperationSpec:
     """Values it takes for choice fields, where it takes fewer than declared: the mask kinds
     it makes (``{"kind": frozenset({"subject", "background"})}``)."""
     options: type | None = None
+    priority: int | None = None
+    """Overrides the provider's priority for this operation (None: the provider's)."""
 
 
 @dataclass(frozen=True)

@@ -37,6 +37,9 @@ class CatalogEntry:
     io: dict[str, Any] = field(default_factory=dict)
     repo: str | None = None
     note: str | None = None
+    gated: str | None = None
+    """The publisher's access rule (accept a licence while logged in): retouch cannot fetch
+    such weights; this says how to get them and register them."""
     extra_files: tuple[ExtraFile, ...] = ()
     files: tuple[ExtraFile, ...] = ()
     """A folder model (a diffusers repo): its files, relative paths, fetched from each of
@@ -80,6 +83,7 @@ def _entry(raw: dict[str, Any], source: str) -> CatalogEntry:
             io=dict(raw.get("io") or {}),
             repo=raw.get("repo"),
             note=raw.get("note"),
+            gated=raw.get("gated"),
             extra_files=tuple(
                 ExtraFile(e["file"], tuple(e.get("urls") or ()), e.get("checksum"))
                 for e in raw.get("extra_files") or ()

@@ -11,6 +11,7 @@ import hashlib
 import json
 import os
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,9 +23,10 @@ from retouch.types import ProgressCallback, no_progress
 
 HOME_ENV = "RETOUCH_HOME"
 OFFLINE_ENV = "RETOUCH_OFFLINE"
-SUPPORT_TASKS = ("lora", "vae", "controlnet", "depth", "face-detect")
+SUPPORT_TASKS = ("lora", "vae", "controlnet", "depth", "pose", "segmentation", "face-detect")
 """Models that serve another model rather than an operation: LoRAs (an LCM-LoRA), tiny VAEs
-(TAESD), ControlNets, depth estimators (for depth ControlNets), face detectors (YuNet)."""
+(TAESD), ControlNets, the estimators that make ControlNet guides (depth, pose, segmentation
+maps), face detectors (YuNet)."""
 
 
 def default_home() -> Path:
@@ -52,6 +54,8 @@ class ModelRecord:
     size: int | None
     license: str | None
     checksum: str | None
+    gated: bool = False
+    """The publisher requires accepting a licence first (see the catalog's note)."""
 
 
 def file_checksum(path: Path, algorithm: str) -> str:
@@ -147,6 +151,8 @@ class ModelStore:
                 f"it was added from {added['path']}, which is gone; `retouch models add` it again",
             )
         entry = lookup(self.catalog, name)
+        if entry.gated:
+            raise ModelNotAvailable(name, f"{entry.repo} is gated: {entry.gated}", pullable=False)
         if entry.shipped and not entry.downloadable:
             raise ModelNotAvailable(
                 name,
@@ -215,6 +221,7 @@ class ModelStore:
                     entry.size,
                     entry.license,
                     entry.checksum,
+                    gated=entry.gated is not None,
                 )
             )
         return [r for r in records if task is None or r.task == task]
@@ -229,7 +236,7 @@ class ModelStore:
         existing = self.shipped_path(entry) or self.downloaded_path(entry)
         if existing is not None:
             return existing
-        if not entry.downloadable:
+        if not entry.downloadable or entry.gated:
             self.path(name)  # raises the right ModelNotAvailable hint
         if entry.is_folder:
             return self._pull_folder(entry, trust=trust, progress=progress)
@@ -368,3 +375,44 @@ class ModelStore:
                     (each, False, f"{entry.checksum.partition(':')[0]} differs from the catalog's")
                 )
         return results
+
+
+# --- support models, found by name or by task ------------------------------------------------
+
+
+def resolve(name: str) -> Path:
+    """A path as given, else a model-store name (ModelNotAvailable with the pull command)."""
+    path = Path(name).expanduser()
+    if path.exists():
+        return path
+    return ModelStore().path(name)
+
+
+def catalog_io(name: str) -> dict[str, object]:
+    """How the catalog says to feed a store model (empty for paths and added models)."""
+    if Path(name).expanduser().exists():
+        return {}
+    entry = ModelStore().entry_for(name)
+    return dict(entry.io) if entry is not None else {}
+
+
+def support_model(
+    task: str,
+    suggested: str | None,
+    *,
+    want: Callable[[str, CatalogEntry | None], bool] | None = None,
+    hint: str | None = None,
+) -> str | None:
+    """The first model of a support task (lora, vae, controlnet, depth, pose, segmentation)
+    on this machine that ``want`` accepts (given its name and catalog entry, None for an
+    added one). When there is none: ModelNotAvailable naming ``suggested`` and how to get it,
+    or None when nothing is suggested (the model is optional)."""
+    store = ModelStore()
+    names = [n for n in store.names_for(task) if want is None or want(n, store.entry_for(n))]
+    if names:
+        return names[0]
+    if suggested is not None:
+        raise ModelNotAvailable(
+            suggested, hint or f"or add one: retouch models add NAME PATH --task {task}"
+        )
+    return None

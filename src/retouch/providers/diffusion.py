@@ -1,18 +1,30 @@
-"""Stable Diffusion through diffusers (extra ``retouch[diffusion]``): inpaint, img2img edit,
-outpaint and variations.
+"""Stable Diffusion and FLUX Fill through diffusers (extra ``retouch[diffusion]``): inpaint,
+img2img edit, outpaint, variations, ControlNet guides and a detail-adding upscale.
 
 Models load by model-store name (``retouch models add NAME FOLDER --task inpaint``), or from
-a local diffusers folder; SD 1.5 and SDXL families, inpainting and plain checkpoints (a plain
-checkpoint inpaints by masked img2img, which diffusers' inpaint pipeline does for 4-channel
-UNets). The working resolution is the model's own (UNet sample size x VAE scale factor),
-overridable; the Toolkit hands a crop around the mask, which is scaled to it and back.
-Each image gets its own seed (returned); progress is reported once per step; a Cancelled
-raised by the progress callback stops the pipeline between steps.
+a local diffusers folder or single checkpoint. Three families, told apart by the folder's
+``model_index.json`` (or a checkpoint's keys): SD 1.x/2.x and SDXL (inpainting and plain
+checkpoints; a plain checkpoint inpaints by masked img2img, which diffusers' inpaint pipeline
+does for 4-channel UNets) and FLUX.1 Fill (``FluxFillPipeline``: inpaint and outpaint, and
+whole-image edits through a full mask). Each family has its own working resolution (the
+model's own, overridable), step and guidance defaults (the catalog's, else the family's) and
+memory settings (bfloat16 for FLUX, float16 for SD on CUDA, CPU offload, VAE tiling). The
+Toolkit hands a crop around the mask, which is scaled to the working size and back.
+
+ControlNets (SD 1.5 and SDXL; several at once as diffusers' MultiControlNetModel) are steered
+by guides made from the image (``retouch.guides``) or given by the user (``control_image``);
+each guide's ControlNet comes from the store by its catalog guide and the model's family.
+``upscale --detail`` enlarges with Real-ESRGAN and then repaints detail tile by tile with
+the tile ControlNet at low strength, tiles blended as the ncnn upscaler blends them.
+
+Each image gets its own seed (returned); progress is reported once per step (and per tile);
+a Cancelled raised by the progress callback stops the pipeline between steps.
 """
 
 from __future__ import annotations
 
 import inspect
+import json
 import random
 import threading
 from collections.abc import Iterator
@@ -24,9 +36,8 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from retouch import compose
+from retouch import compose, guides, tiling
 from retouch._modules import module_available
-from retouch.engines import default_threads
 from retouch.errors import (
     DependencyMissing,
     InvalidRequest,
@@ -45,7 +56,9 @@ from retouch.types import (
     ProviderStatus,
     Request,
     StylizeRequest,
+    UpscaleRequest,
     VariationsRequest,
+    param,
     parse_options,
 )
 
@@ -59,6 +72,16 @@ SCHEDULERS = {
 }
 TASKS = ("inpaint", "edit")
 HONOURS = frozenset({"prompt", "negative_prompt", "seed", "n", "strength"})
+CONTROL = frozenset({"control", "control_image", "control_scale", "control_start", "control_end"})
+FAMILY_DEFAULTS = {"sd": (30, 7.5), "sdxl": (30, 7.5), "flux": (50, 30.0)}
+"""Steps and guidance when neither the request nor the catalog gives them (FLUX.1 Fill
+[dev]'s card: 50 steps at guidance 30)."""
+CROSS_ATTENTION = {768: "SD 1.x", 1024: "SD 2.x", 2048: "SDXL"}
+"""A UNet's (and a ControlNet's) cross-attention width says which family it belongs to."""
+FLUX_SEQUENCE = 512
+DETAIL_STRENGTH = 0.35
+DETAIL_STEPS = 20
+OFFLOAD = ("none", "model", "sequential")
 
 
 @dataclass(frozen=True)
@@ -78,15 +101,21 @@ class DiffusersOptions:
     """Compute attention in slices: slower, much less memory."""
     vae_tiling: bool = False
     """Decode the image in tiles: for large resolutions on small memory."""
+    offload: str = "none"
+    """GPUs with little memory: ``model`` keeps each part on the CPU until it runs (diffusers'
+    model CPU offload), ``sequential`` moves layer by layer (slowest, least memory)."""
     controlnet: str | None = None
-    """A ControlNet (store name or diffusers folder) to guide the result by the input's edges."""
-    control: str | None = None
-    """What the ControlNet sees: canny (edges, OpenCV) or depth (a depth model from the
-    store); default: the catalog's kind for a store ControlNet, else canny."""
-    depth_model: str | None = None
-    """Depth estimator (ONNX, store name or path) for control=depth; default: the store's."""
+    """ControlNets (store names or diffusers folders), one per guide, comma-separated in the
+    order of ``control``; default: the store's ControlNet for each guide and the model's
+    family. Alone (no ``control``): each one's catalog guide, else canny."""
     canny_low: int = 100
     canny_high: int = 200
+    depth_model: str | None = None
+    """Depth estimator (ONNX, store name or path) for control=depth; default: the store's."""
+    pose_model: str | None = None
+    """Pose estimator (DWPose ONNX, store name or path) for control=openpose; default: the store's."""
+    segmentation_model: str | None = None
+    """ADE20K segmentation model (ONNX) for control=segmentation; default: the store's."""
     config: str | None = None
     """Single-file checkpoints only: where their configuration comes from (a diffusers folder
     or store name of the same family, or a Hugging Face repo id); default: diffusers infers
@@ -95,13 +124,17 @@ class DiffusersOptions:
     """A LoRA (store name or .safetensors file) fused into the UNet, e.g. an LCM-LoRA."""
     lora_scale: float = 1.0
     fast: bool = False
-    """Few steps: fuse the LCM-LoRA from the store (or ``lora``), LCM scheduler, 4 steps,
-    guidance 1; and decode with the tiny VAE (TAESD) when the store has one."""
+    """Few steps: fuse the family's LCM-LoRA from the store (or ``lora``), LCM scheduler, 4
+    steps, guidance 1; and decode with the family's tiny VAE (TAESD / TAESDXL) when the
+    store has one."""
     tiny_vae: str | None = None
     """A tiny VAE (AutoencoderTiny folder or store name, e.g. taesd): much faster decoding."""
     dtype: str = "auto"
-    """auto (float16 on CUDA, float32 elsewhere), float32, float16 or bfloat16 (CPUs with
-    bfloat16 instructions, or GPUs)."""
+    """auto (CUDA: bfloat16 for FLUX, float16 for SD; CPU: float32, bfloat16 for FLUX on CPUs
+    with bfloat16 instructions), float32, float16 or bfloat16 (CPUs with bfloat16
+    instructions, or GPUs)."""
+    max_sequence_length: int | None = None
+    """FLUX: T5 prompt tokens (default: the catalog's, else 512)."""
 
     def __post_init__(self) -> None:
         if self.scheduler is not None and self.scheduler not in SCHEDULERS:
@@ -112,12 +145,57 @@ class DiffusersOptions:
             raise ValueError("resolution must be 64..4096")
         if self.device not in ("auto", "cpu", "cuda", "mps"):
             raise ValueError("device must be auto, cpu, cuda or mps")
-        if self.control not in (None, "canny", "depth"):
-            raise ValueError("control must be canny or depth")
         if self.dtype not in ("auto", "float32", "float16", "bfloat16"):
             raise ValueError("dtype must be auto, float32, float16 or bfloat16")
         if not 0 <= self.lora_scale <= 2:
             raise ValueError("lora_scale must be 0..2")
+        if self.offload not in OFFLOAD:
+            raise ValueError(f"offload must be one of {', '.join(OFFLOAD)}")
+        if self.max_sequence_length is not None and not 1 <= self.max_sequence_length <= 512:
+            raise ValueError("max_sequence_length must be 1..512")
+
+
+@dataclass(frozen=True)
+class DetailOptions(DiffusersOptions):
+    """``upscale --detail``: Real-ESRGAN, then a tiled img2img pass with the tile ControlNet."""
+
+    detail_strength: float = param(
+        DETAIL_STRENGTH,
+        low=0.0,
+        low_open=True,
+        high=1.0,
+        help="how much the detail pass may repaint each tile (default 0.35)",
+    )
+    upscaler: str = param(
+        "animevideov3",
+        metavar="NAME",
+        help="the Real-ESRGAN model that enlarges first (default animevideov3; x4plus: "
+        "photos, slower)",
+    )
+    detail_tile: int | None = param(
+        None,
+        low=64,
+        high=4096,
+        metavar="PX",
+        help="detail tile side in output pixels (default: the model's working size)",
+    )
+    detail_overlap: int | None = None
+    """Pixels neighbouring tiles share and blend over (default: an eighth of the tile)."""
+    detail_steps: int = DETAIL_STEPS
+    """Steps of the full schedule; the pass runs ``detail_strength`` of them."""
+    detail_prompt: str = ""
+    """What the detail should look like; empty: the tile ControlNet alone (no guidance cost)."""
+    tile: int | None = None
+    """Real-ESRGAN's own tile side (input pixels), as ``realesrgan``'s option."""
+    max_memory: int | None = None
+    """Real-ESRGAN's memory budget in bytes, as ``realesrgan``'s option."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.detail_overlap is not None and self.detail_overlap < 0:
+            raise ValueError("detail_overlap must be 0 or more pixels")
+        if not 1 <= self.detail_steps <= 150:
+            raise ValueError("detail_steps must be 1..150")
 
 
 @dataclass
@@ -127,12 +205,19 @@ class Loaded:
     resolution: int
     multiple: int
     lock: threading.Lock
-    extra: dict[tuple[str, bool], Any] = field(default_factory=dict)
-    """ControlNet pipelines built on these components, by ControlNet path and masked or not."""
+    family: str = "sd"
+    """sd (1.x/2.x), sdxl or flux."""
+    extra: dict[tuple[object, ...], Any] = field(default_factory=dict)
+    """ControlNet pipelines built on these components (by ControlNet paths and masked or
+    not) and the ControlNet models themselves (by path)."""
     defaults: tuple[int, float] = (30, 7.5)
     """Steps and guidance when the request gives none (few-step setups need others)."""
     scheduler: str | None = None
     """The scheduler the setup needs (LCM for an LCM-LoRA), unless the request names one."""
+    sequence: int = FLUX_SEQUENCE
+    """FLUX: T5 prompt tokens."""
+    offload: str = "none"
+    """The CPU offload now installed on the pipelines' parts."""
 
     def __post_init__(self) -> None:
         self.base_scheduler = self.inpaint.scheduler
@@ -162,18 +247,29 @@ class DiffusersProvider:
     info = ProviderInfo(
         name=NAME,
         kind="local",
-        description="Stable Diffusion (SD 1.5 / SDXL) via diffusers: inpaint, img2img, outpaint, variations",
+        description="Stable Diffusion (SD 1.5 / SDXL) and FLUX.1 Fill via diffusers: inpaint, "
+        "img2img, outpaint, variations, ControlNet guides, detail upscale",
         operations={
             "inpaint": OperationSpec(
-                min_side=8, honours=HONOURS | {"steps", "guidance"}, options=DiffusersOptions
+                min_side=8,
+                honours=HONOURS | CONTROL | {"steps", "guidance"},
+                options=DiffusersOptions,
             ),
-            "edit": OperationSpec(min_side=8, honours=HONOURS, options=DiffusersOptions),
+            "edit": OperationSpec(min_side=8, honours=HONOURS | CONTROL, options=DiffusersOptions),
             "outpaint": OperationSpec(
                 min_side=8, honours=frozenset({"prompt", "seed"}), options=DiffusersOptions
             ),
             "variations": OperationSpec(min_side=8, honours=HONOURS, options=DiffusersOptions),
             "stylize": OperationSpec(
                 min_side=8, honours=frozenset({"prompt", "strength"}), options=DiffusersOptions
+            ),
+            # Below realesrgan and classic: a plain `retouch upscale` never lands here; only
+            # --detail (which they cannot honour) or --provider diffusers does.
+            "upscale": OperationSpec(
+                min_side=8,
+                honours=frozenset({"detail", "seed"}),
+                options=DetailOptions,
+                priority=-5,
             ),
         },
         extra="diffusion",
@@ -183,6 +279,7 @@ class DiffusersProvider:
     def __init__(self) -> None:
         self._cache: dict[tuple[object, ...], Loaded] = {}
         self._lock = threading.Lock()
+        self._upscaler: Any = None
 
     def _models(self) -> list[str]:
         from retouch.models.store import ModelStore
@@ -220,13 +317,10 @@ class DiffusersProvider:
         dtype = _dtype(options.dtype, device)  # checked on every request, not only on loading
         lora = _resolve(options.lora) if options.lora else None
         if options.fast and lora is None:
-            lcm = _store_name(
-                "lora", "lcm-lora-sdv1-5", want="lcm", hint="or name a LoRA: --option lora=FILE"
-            )
-            lora = _resolve(str(lcm))
+            lora = _resolve(str(_fast_model("lora", path)))
         tiny_vae = _resolve(options.tiny_vae) if options.tiny_vae else None
         if options.fast and tiny_vae is None:
-            found = _store_name("vae", None)
+            found = _fast_model("vae", path)
             tiny_vae = _resolve(found) if found else None
         key = (
             str(path),
@@ -257,7 +351,11 @@ class DiffusersProvider:
         """Fuse a LoRA and swap in a tiny VAE; few-step defaults for an LCM setup, or the
         catalog's own for a model that needs them (SD-Turbo: 2 steps, no guidance)."""
         if "steps" in io:
-            loaded.defaults = (int(io["steps"]), float(io.get("guidance", 7.5)))
+            loaded.defaults = (int(io["steps"]), float(io.get("guidance", loaded.defaults[1])))
+        if "max_sequence_length" in io:
+            loaded.sequence = int(io["max_sequence_length"])
+        if options.max_sequence_length is not None:
+            loaded.sequence = options.max_sequence_length
         pipes = [p for p in (loaded.inpaint, loaded.img2img) if p is not None]
         if lora is not None:
             if not module_available("peft"):
@@ -274,6 +372,11 @@ class DiffusersProvider:
             _check_class(tiny_vae, "AutoencoderTiny")
             base = loaded.inpaint.vae
             vae = AutoencoderTiny.from_pretrained(str(tiny_vae), torch_dtype=base.dtype)  # type: ignore[no-untyped-call]
+            if vae.config.latent_channels != base.config.latent_channels:
+                raise InvalidRequest(
+                    f"{tiny_vae} decodes {vae.config.latent_channels}-channel latents; this "
+                    f"model's have {base.config.latent_channels} (a tiny VAE of another family)"
+                )
             if base.device.type != "cpu":
                 vae = vae.to(base.device)
             for pipe in pipes:
@@ -286,15 +389,34 @@ class DiffusersProvider:
         import torch
         from diffusers import AutoPipelineForImage2Image, AutoPipelineForInpainting
 
-        if path.is_file() and path.suffix.lower() in SINGLE_FILE_SUFFIXES:
+        family = _family(path)
+        if family == "flux" and options.dtype == "auto":
+            dtype = (
+                torch.bfloat16
+                if device == "cuda" or (device == "cpu" and cpu_has_bf16())
+                else dtype
+            )
+        if path.is_file():
             inpaint = _single_file(path, dtype, options.config)
-        elif path.is_dir() and (path / "model_index.json").is_file():
+        elif family == "flux":
+            from diffusers import FluxFillPipeline
+
+            try:
+                inpaint = FluxFillPipeline.from_pretrained(str(path), dtype=dtype)  # type: ignore[no-untyped-call]
+            except (OSError, ValueError) as exc:
+                raise InvalidRequest(
+                    f"{path} could not be loaded as a FLUX.1 Fill pipeline: {exc}"
+                ) from exc
+        else:
             # SD 1.x/2.x folders carry a safety checker we do not load; SDXL has none.
             extra: dict[str, Any] = (
                 {}
-                if "XL" in _declared_class(path / "model_index.json")
+                if family == "sdxl"
                 else {"safety_checker": None, "requires_safety_checker": False}
             )
+            variant = _variant(path)
+            if variant is not None:
+                extra["variant"] = variant
             try:
                 inpaint = AutoPipelineForInpainting.from_pretrained(  # type: ignore[no-untyped-call]
                     str(path), dtype=dtype, **extra
@@ -303,39 +425,44 @@ class DiffusersProvider:
                 raise InvalidRequest(
                     f"{path} could not be loaded as a Stable Diffusion pipeline: {exc}"
                 ) from exc
-        else:
-            raise InvalidRequest(
-                f"{path} is not a diffusers folder (no model_index.json) nor a single "
-                f"{'/'.join(SINGLE_FILE_SUFFIXES)} checkpoint"
-            )
-        if device != "cpu":  # loaded on the CPU; moving there again only logs warnings
-            inpaint = inpaint.to(device)
+        if device != "cpu" and options.offload == "none":
+            inpaint = inpaint.to(device)  # loaded on the CPU; moving there again only logs warnings
         if dtype == torch.float32 and getattr(inpaint.vae.config, "force_upcast", False):
             # SDXL's VAE asks to be cast up to float32 around each encode: already is.
             inpaint.vae.register_to_config(force_upcast=False)
-        # An inpainting UNet (9 input channels) edits whole images through its own pipeline
-        # with a full mask; a plain checkpoint gets the img2img pipeline.
+        denoiser = inpaint.transformer if family == "flux" else inpaint.unet
+        # An inpainting UNet (9 input channels) and FLUX Fill edit whole images through their
+        # own pipeline with a full mask; a plain checkpoint gets the img2img pipeline.
         img2img = (
             AutoPipelineForImage2Image.from_pipe(inpaint)
-            if inpaint.unet.config.in_channels == 4
+            if family != "flux" and denoiser.config.in_channels == 4
             else None
         )
-        if device == "cpu":
-            inpaint.unet.to(memory_format=torch.channels_last)
+        if device == "cpu" and family != "flux":
+            denoiser.to(memory_format=torch.channels_last)
         for pipe in (inpaint, img2img):
             if pipe is not None:
                 pipe.set_progress_bar_config(disable=True)
         scale = int(inpaint.vae_scale_factor)
-        resolution = int(inpaint.unet.config.sample_size) * scale
+        if family == "flux":  # latents are packed in 2 x 2 patches
+            resolution, multiple = int(inpaint.default_sample_size) * scale, scale * 2
+        else:
+            resolution, multiple = int(denoiser.config.sample_size) * scale, max(8, scale)
         return Loaded(
             inpaint=inpaint,
             img2img=img2img,
             resolution=resolution,
-            multiple=max(8, scale),
+            multiple=multiple,
             lock=threading.Lock(),
+            family=family,
+            defaults=FAMILY_DEFAULTS[family],
         )
 
     def run(self, request: Request, progress: ProgressCallback) -> ImageResult:
+        if isinstance(request, UpscaleRequest):
+            return self._detail(
+                request, parse_options(DetailOptions, request.options, provider=NAME), progress
+            )
         options = parse_options(DiffusersOptions, request.options, provider=NAME)
         if isinstance(request, StylizeRequest):
             request = _style_as_edit(request)
@@ -343,7 +470,9 @@ class DiffusersProvider:
             request, (InpaintRequest, EditRequest, OutpaintRequest, VariationsRequest)
         ):
             raise UnsupportedOperation(f"{NAME} does not do {request.operation}")
+        chosen, nets = _guides(request, options)
         loaded = self.load(options)
+        _check_family(loaded, request, options, chosen)
         rgb = request.image.rgb8()
         if isinstance(request, (EditRequest, VariationsRequest)) and request.strength == 0:
             count = request.n
@@ -388,27 +517,20 @@ class DiffusersProvider:
         if mask is None and loaded.img2img is None:
             mask = np.full(rgb.shape[:2], 255, np.uint8)
         pipe = loaded.inpaint if mask is not None else loaded.img2img
-        control = None
-        if options.controlnet:
-            pipe, control = self._controlnet(loaded, options, mask is not None, rgb)
+        control: Control | None = None
+        if chosen:
+            pipe = self._controlnet(loaded, options, chosen, nets, masked=mask is not None)
+            control = Control(
+                images=self._guide_images(request, options, chosen, _work_image(rgb, work)),
+                scale=float(getattr(request, "control_scale", 1.0)),
+                start=float(getattr(request, "control_start", 0.0)),
+                end=float(getattr(request, "control_end", 1.0)),
+            )
         with loaded.lock:
-            if loaded.inpaint.device.type == "cpu":
-                import torch
-
-                torch.set_num_threads(options.threads or default_threads())
-            if options.attention_slicing:
-                pipe.enable_attention_slicing()
-            else:
-                pipe.disable_attention_slicing()
-            if options.vae_tiling:
-                pipe.vae.enable_tiling()
-            else:
-                pipe.vae.disable_tiling()
-            # Each request gets the scheduler it names (or the setup's own): a cached pipeline
-            # never keeps the previous request's choice.
-            pipe.scheduler = loaded.make_scheduler(options.scheduler or loaded.scheduler)
+            self._prepare(loaded, pipe, options)
             images = self._call(
                 pipe,
+                loaded,
                 prompt,
                 getattr(request, "negative_prompt", None),
                 rgb,
@@ -430,38 +552,69 @@ class DiffusersProvider:
             OutputImage(pixels=compose.resize_pixels(image, (width, height)), seed=seed)
             for image, seed in zip(images, seeds, strict=True)
         ]
-        return ImageResult(
-            images=results,
-            provider=NAME,
-            model=options.model,
-            usage={"work_size": list(work), "steps": steps},
-        )
+        usage: dict[str, Any] = {"work_size": list(work), "steps": steps, "family": loaded.family}
+        if chosen:
+            usage["control"] = chosen
+        return ImageResult(images=results, provider=NAME, model=options.model, usage=usage)
+
+    def _prepare(self, loaded: Loaded, pipe: Any, options: DiffusersOptions) -> None:
+        """Per-request settings on a cached pipeline (under its lock): threads, attention
+        slicing, VAE tiling, CPU offload and the scheduler the request names (or the setup's
+        own), so a cached pipeline never keeps the previous request's choice."""
+        import torch
+
+        device = _device(options.device)
+        if device == "cpu":
+            from retouch.engines import default_threads
+
+            torch.set_num_threads(options.threads or default_threads())
+        if options.attention_slicing and loaded.family == "flux":
+            raise InvalidRequest(
+                "attention_slicing is for SD UNets; for FLUX on little memory use "
+                "offload=model (GPU) or vae_tiling"
+            )
+        if options.attention_slicing:
+            pipe.enable_attention_slicing()
+        elif loaded.family != "flux":
+            pipe.disable_attention_slicing()
+        if options.vae_tiling:
+            pipe.vae.enable_tiling()
+        else:
+            pipe.vae.disable_tiling()
+        _offload(loaded, pipe, options.offload, device)
+        if loaded.family == "flux" and options.scheduler is not None:
+            raise InvalidRequest(
+                "FLUX Fill samples with its own flow-matching scheduler; leave scheduler out"
+            )
+        pipe.scheduler = loaded.make_scheduler(options.scheduler or loaded.scheduler)
+
+    # --- ControlNets ------------------------------------------------------------------------------
 
     def _controlnet(
-        self, loaded: Loaded, options: DiffusersOptions, masked: bool, rgb: NDArray[np.uint8]
-    ) -> tuple[Any, NDArray[np.uint8]]:
-        """A ControlNet pipeline sharing the loaded components, and the canny edge map."""
-        import cv2
+        self,
+        loaded: Loaded,
+        options: DiffusersOptions,
+        chosen: list[str],
+        nets: list[str],
+        *,
+        masked: bool,
+    ) -> Any:
+        """A ControlNet pipeline for ``chosen`` guides sharing the loaded components: one
+        ControlNet, or several as a MultiControlNetModel."""
         import diffusers
-        from diffusers import ControlNetModel
 
-        path = _resolve(str(options.controlnet))
-        key = (str(path), masked)
+        width = int(loaded.inpaint.unet.config.cross_attention_dim)
+        paths = (
+            [_resolve(net) for net in nets]
+            if nets
+            else [_controlnet_for(guide, width) for guide in chosen]
+        )
+        key = (tuple(str(p) for p in paths), masked)
         with self._lock:
             if key not in loaded.extra:
-                _check_class(path, "ControlNetModel")
-                try:
-                    model = ControlNetModel.from_pretrained(  # type: ignore[no-untyped-call]
-                        str(path), torch_dtype=loaded.inpaint.unet.dtype
-                    )
-                except (OSError, ValueError) as exc:
-                    raise InvalidRequest(
-                        f"{path} could not be loaded as a ControlNet: {exc}"
-                    ) from exc
-                if loaded.inpaint.device.type != "cpu":
-                    model = model.to(loaded.inpaint.device)
+                models = [self._controlnet_model(loaded, path, width) for path in paths]
                 inpaint_unet = loaded.inpaint.unet.config.in_channels == 9
-                family = "XL" if "XL" in type(loaded.inpaint).__name__ else ""
+                family = "XL" if loaded.family == "sdxl" else ""
                 kind = "Inpaint" if masked or inpaint_unet else "Img2Img"
                 cls = getattr(diffusers, f"StableDiffusion{family}ControlNet{kind}Pipeline")
                 accepted = inspect.signature(cls.__init__).parameters
@@ -470,22 +623,207 @@ class DiffusersProvider:
                     for k, v in loaded.inpaint.components.items()
                     if k in accepted and k != "image_encoder"
                 }
-                pipe: Any = cls(**components, controlnet=model)
+                settings = {  # SDXL: the UNet's size conditioning must be built the same way
+                    k: v
+                    for k, v in loaded.inpaint.config.items()
+                    if k in accepted
+                    and k in ("requires_aesthetics_score", "force_zeros_for_empty_prompt")
+                }
+                pipe: Any = cls(
+                    **components, **settings, controlnet=models if len(models) > 1 else models[0]
+                )
                 pipe.set_progress_bar_config(disable=True)
                 loaded.extra[key] = pipe
-            pipe = loaded.extra[key]
-        control = options.control or str(
-            _catalog_io(str(options.controlnet)).get("control", "canny")
+            return loaded.extra[key]
+
+    @staticmethod
+    def _controlnet_model(loaded: Loaded, path: Path, width: int) -> Any:
+        """One ControlNet, loaded once per model setup and shared by its pipelines."""
+        from diffusers import ControlNetModel
+
+        key = ("controlnet", str(path))
+        if key not in loaded.extra:
+            _check_class(path, "ControlNetModel")
+            config = _config(path / "config.json")
+            declared = config.get("cross_attention_dim")
+            if declared != width:
+                raise InvalidRequest(
+                    f"{path} is a ControlNet for {CROSS_ATTENTION.get(int(declared or 0), declared)} "
+                    f"models; this model is {CROSS_ATTENTION.get(width, width)}: pull the "
+                    f"ControlNet of its family (retouch models list --task controlnet)"
+                )
+            unet = loaded.inpaint.unet.config
+            sizes = config.get("projection_class_embeddings_input_dim")
+            if sizes != unet.get("projection_class_embeddings_input_dim"):
+                raise InvalidRequest(
+                    f"{path} reads SDXL's size conditioning as {sizes} numbers, this model as "
+                    f"{unet.get('projection_class_embeddings_input_dim')} (a refiner-style "
+                    "model with an aesthetic score takes ControlNets trained for it)"
+                )
+            extra: dict[str, Any] = {}
+            variant = _variant(path)
+            if variant is not None:
+                extra["variant"] = variant
+            try:
+                model = ControlNetModel.from_pretrained(  # type: ignore[no-untyped-call]
+                    str(path), torch_dtype=loaded.inpaint.unet.dtype, **extra
+                )
+            except (OSError, ValueError) as exc:
+                raise InvalidRequest(f"{path} could not be loaded as a ControlNet: {exc}") from exc
+            if loaded.inpaint.unet.device.type != "cpu":
+                model = model.to(loaded.inpaint.unet.device)
+            loaded.extra[key] = model
+        return loaded.extra[key]
+
+    @staticmethod
+    def _guide_images(
+        request: Request,
+        options: DiffusersOptions,
+        chosen: list[str],
+        work_rgb: NDArray[np.uint8],
+    ) -> list[NDArray[np.uint8]]:
+        """Each guide at the working size: the user's ``control_image`` for the first, the
+        others made from the image as the pipeline sees it."""
+        given = getattr(request, "control_image", None)
+        settings = guides.GuideSettings(
+            canny_low=options.canny_low,
+            canny_high=options.canny_high,
+            depth_model=options.depth_model,
+            pose_model=options.pose_model,
+            segmentation_model=options.segmentation_model,
+            threads=options.threads,
         )
-        if control == "depth":
-            return pipe, depth_map(rgb, options.depth_model, options.threads)
-        grey = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
-        edges = cv2.Canny(grey, options.canny_low, options.canny_high)
-        return pipe, np.dstack([edges] * 3)
+        size = (work_rgb.shape[1], work_rgb.shape[0])
+        images = []
+        for index, guide in enumerate(chosen):
+            if index == 0 and given is not None:
+                images.append(guides.fit(guide, given.rgb8(), size))
+            else:
+                images.append(guides.make(guide, work_rgb, settings))
+        return images
+
+    # --- detail upscale ------------------------------------------------------------------------
+
+    def _detail(
+        self, request: UpscaleRequest, options: DetailOptions, progress: ProgressCallback
+    ) -> ImageResult:
+        """Real-ESRGAN to the asked size, then an img2img pass over overlapping tiles with
+        the tile ControlNet (the tile is its own guide) at low strength, blended with the
+        ncnn upscaler's smooth windows: A1111's "Ultimate SD upscale"."""
+        if not request.detail:
+            raise InvalidRequest(
+                f"{NAME} enlarges by adding detail: pass --detail (plain enlarging is "
+                "realesrgan's or classic's)",
+                param="detail",
+            )
+        loaded = self.load(options)
+        if loaded.family == "flux":
+            raise InvalidRequest(
+                "the detail pass needs an SD 1.5 or SDXL model with a tile ControlNet; "
+                "FLUX Fill has none here: --model NAME of an SD model"
+            )
+        steps = options.detail_steps if not options.fast else loaded.defaults[0]
+        if _steps_run(loaded.family, steps, options.detail_strength) < 1:
+            raise InvalidRequest(
+                f"{steps} steps at detail_strength {options.detail_strength:g} leave no step "
+                "to run; raise detail_steps or detail_strength",
+                param="detail_strength",
+            )
+        pipe = self._controlnet(loaded, options, ["tile"], [], masked=False)
+        big = self._enlarge(request, options, progress)
+        tile = options.detail_tile or loaded.resolution
+        overlap = options.detail_overlap if options.detail_overlap is not None else tile // 8
+        if overlap * 2 >= tile:
+            raise InvalidRequest(
+                f"detail_overlap ({overlap} px) must be under half the tile ({tile} px)",
+                param="detail_overlap",
+            )
+        seed = request.seed if request.seed is not None else random.SystemRandom().randrange(2**32)
+        prompt = options.detail_prompt
+        # An empty prompt steers nothing: guidance 1 turns classifier-free guidance off and
+        # halves the work; a prompt gets the model's guidance.
+        guidance = loaded.defaults[1] if prompt.strip() else 1.0
+
+        def run_tile(pixels: NDArray[Any]) -> NDArray[np.float32]:
+            height, width = pixels.shape[:2]
+            work = (_multiple(width, loaded.multiple), _multiple(height, loaded.multiple))
+            rgb = np.ascontiguousarray(pixels[:, :, :3])
+            control = Control(images=[_work_image(rgb, work)], scale=1.0, start=0.0, end=1.0)
+            (out,) = self._call(
+                pipe,
+                loaded,
+                prompt,
+                None,
+                rgb,
+                None,
+                work,
+                [seed],
+                steps,
+                guidance,
+                options.detail_strength,
+                progress,
+                control,
+            )
+            out = compose.resize_pixels(out, (width, height))
+            return np.asarray(out, np.float32) / np.float32(255)
+
+        with loaded.lock:
+            self._prepare(loaded, pipe, options)
+            out = tiling.run_tiled(
+                big,
+                run_tile,
+                scale=1,
+                tile=tile,
+                overlap=overlap,
+                progress=progress,
+                stage="detail",
+            )
+        return ImageResult(
+            images=[OutputImage(pixels=out, seed=seed)],
+            provider=NAME,
+            model=options.model,
+            usage={
+                "tile": tile,
+                "overlap": overlap,
+                "tiles": tiling.count_tiles(out.shape[0], out.shape[1], tile, overlap),
+                "upscaler": options.upscaler,
+                "family": loaded.family,
+            },
+        )
+
+    def _enlarge(
+        self, request: UpscaleRequest, options: DetailOptions, progress: ProgressCallback
+    ) -> NDArray[np.uint8]:
+        """Real-ESRGAN (the realesrgan provider's code) to the asked size."""
+        from retouch.providers.realesrgan import RealESRGANProvider, UpscaleOptions
+
+        if self._upscaler is None:
+            self._upscaler = RealESRGANProvider()
+        status = self._upscaler.status()
+        if not status.ready:
+            raise status.error or DependencyMissing("ncnn", purpose="Real-ESRGAN")
+        settings: dict[str, Any] = {"threads": options.threads}
+        if options.tile is not None:
+            settings["tile"] = options.tile
+        if options.max_memory is not None:
+            settings["max_memory"] = options.max_memory
+        first = UpscaleRequest(
+            image=request.image,
+            scale=request.scale,
+            width=request.width,
+            height=request.height,
+            model=options.upscaler,
+            options=UpscaleOptions(**settings),
+        )
+        result = self._upscaler.run(first, progress)
+        return np.ascontiguousarray(result.images[0].pixels[:, :, :3], np.uint8)
+
+    # --- the pipeline call --------------------------------------------------------------------
 
     @staticmethod
     def _call(
         pipe: Any,
+        loaded: Loaded,
         prompt: str,
         negative: str | None,
         rgb: NDArray[np.uint8],
@@ -496,13 +834,17 @@ class DiffusersProvider:
         guidance: float,
         strength: float,
         progress: ProgressCallback,
-        control: NDArray[np.uint8] | None = None,
+        control: Control | None = None,
     ) -> list[NDArray[np.uint8]]:
         import torch
         from PIL import Image
 
-        image = Image.fromarray(rgb).resize(work, Image.Resampling.LANCZOS)
-        total = max(1, int(steps * strength))  # both pipelines run strength x steps
+        image = Image.fromarray(_work_image(rgb, work))
+        total = _steps_run(loaded.family, steps, strength)
+        if total < 1:
+            raise InvalidRequest(
+                f"{steps} steps at strength {strength:g} leave no step to run; raise steps or strength"
+            )
 
         def on_step(
             _pipe: Any, step: int, _timestep: Any, kwargs: dict[str, Any]
@@ -512,7 +854,6 @@ class DiffusersProvider:
 
         arguments: dict[str, Any] = {
             "prompt": [prompt] * len(seeds),
-            "negative_prompt": [negative or ""] * len(seeds),
             "image": image,
             "num_inference_steps": steps,
             "guidance_scale": guidance,
@@ -521,9 +862,22 @@ class DiffusersProvider:
             "output_type": "np",
             "callback_on_step_end": on_step,
         }
+        if loaded.family == "flux":
+            arguments["max_sequence_length"] = loaded.sequence
+        elif negative:  # none given: the pipeline's own empty negative (SDXL: zeros)
+            arguments["negative_prompt"] = [negative] * len(seeds)
         if control is not None:
-            arguments["control_image"] = Image.fromarray(control).resize(
-                work, Image.Resampling.NEAREST
+            pictures = [Image.fromarray(picture) for picture in control.images]
+            several = len(pictures) > 1
+            arguments.update(
+                control_image=pictures if several else pictures[0],
+                controlnet_conditioning_scale=[control.scale] * len(pictures)
+                if several
+                else control.scale,
+                control_guidance_start=[control.start] * len(pictures)
+                if several
+                else control.start,
+                control_guidance_end=[control.end] * len(pictures) if several else control.end,
             )
             if mask is None and "mask_image" in inspect.signature(pipe.__call__).parameters:
                 mask = np.full(
@@ -544,13 +898,202 @@ class DiffusersProvider:
         ]
 
 
-def _declared_class(config: Path) -> str:
-    import json
+@dataclass(frozen=True)
+class Control:
+    """What the ControlNets get: a guide image per ControlNet (at the working size) and how
+    strongly and when they steer."""
 
+    images: list[NDArray[np.uint8]]
+    scale: float
+    start: float
+    end: float
+
+
+def _guides(request: Request, options: DiffusersOptions) -> tuple[list[str], list[str]]:
+    """The guides asked for (``control``) and the ControlNets named for them (the
+    ``controlnet`` option), checked against each other before anything loads."""
+    asked = getattr(request, "control", None)
+    named = [g.strip() for g in asked.split(",")] if asked else []
+    nets = [n.strip() for n in options.controlnet.split(",")] if options.controlnet else []
+    if "none" in named:
+        if len(named) > 1:
+            raise InvalidRequest(
+                "control none means no guide; it cannot go with others", param="control"
+            )
+        named, nets = [], []
+    elif not named and nets:  # the older spelling: a ControlNet alone, its catalog guide
+        named = [_catalog_guide(net) for net in nets]
+    if nets and len(nets) != len(named):
+        raise InvalidRequest(
+            f"{len(nets)} ControlNet(s) for {len(named)} guide(s) ({', '.join(named)}): give one "
+            "per guide, in the same order",
+            param="controlnet",
+        )
+    if getattr(request, "control_image", None) is not None and not named:
+        raise InvalidRequest(
+            "control_image needs --control naming what it is, e.g. --control openpose",
+            param="control_image",
+        )
+    start, end = getattr(request, "control_start", 0.0), getattr(request, "control_end", 1.0)
+    if named and start >= end:
+        raise InvalidRequest(
+            f"control_start ({start:g}) must be before control_end ({end:g})", param="control_start"
+        )
+    return named, nets
+
+
+def _catalog_guide(net: str) -> str:
+    guide = _catalog_io(net).get("control", "canny")
+    return str(guide[0] if isinstance(guide, list) else guide)
+
+
+def _check_family(
+    loaded: Loaded, request: Request, options: DiffusersOptions, chosen: list[str]
+) -> None:
+    """What a model family cannot do is refused before any work."""
+    if loaded.family != "flux":
+        return
+    if chosen:
+        raise InvalidRequest(
+            "ControlNet guides are for SD 1.5 and SDXL models; FLUX Fill takes none",
+            param="control",
+        )
+    if getattr(request, "negative_prompt", None):
+        raise InvalidRequest(
+            "FLUX Fill takes no negative prompt (it is guidance-distilled)",
+            param="negative_prompt",
+        )
+    if options.fast:
+        raise InvalidRequest("fast (LCM-LoRA) is for SD 1.5 and SDXL models", param="fast")
+
+
+def _controlnet_for(guide: str, width: int) -> Path:
+    """The store's ControlNet for ``guide`` and the model's family (its cross-attention
+    ``width``): a catalog entry whose guides include it, or an added one named for it."""
+    from retouch.models.catalog import CatalogEntry
+    from retouch.models.store import ModelStore, support_model
+
+    store = ModelStore()
+
+    def serves(name: str, entry: CatalogEntry | None) -> bool:
+        listed = entry.io.get("control") if entry is not None else None
+        kinds = listed if isinstance(listed, list) else [listed] if listed else []
+        if not (guide in kinds or (entry is None and guide in name.lower())):
+            return False
+        found = store.find(name)
+        return (
+            found is not None and _config(found / "config.json").get("cross_attention_dim") == width
+        )
+
+    family = "sdxl" if width == 2048 else "sd15"
+    suggested = next(
+        (
+            e.name
+            for e in store.catalog.values()
+            if e.task == "controlnet"
+            and e.io.get("family") == family
+            and guide
+            in (e.io["control"] if isinstance(e.io.get("control"), list) else [e.io.get("control")])
+        ),
+        None,
+    )
+    what = CROSS_ATTENTION.get(width, f"cross-attention {width}")
+    name = support_model(
+        "controlnet",
+        suggested or f"controlnet-{family}-{guide}",
+        want=serves,
+        hint=f"the {guide} ControlNet for {what} models; or name one: --option controlnet=NAME|FOLDER"
+        + ("" if suggested else f" (the catalog has none for {what})"),
+    )
+    return _resolve(str(name))
+
+
+def _work_image(rgb: NDArray[np.uint8], work: tuple[int, int]) -> NDArray[np.uint8]:
+    """The image as the pipeline sees it: Lanczos to the working size (guides are made from
+    this very picture, so they line up with it)."""
+    from PIL import Image
+
+    if (rgb.shape[1], rgb.shape[0]) == work:
+        return np.ascontiguousarray(rgb)
+    return np.asarray(Image.fromarray(rgb).resize(work, Image.Resampling.LANCZOS))
+
+
+def _steps_run(family: str, steps: int, strength: float) -> int:
+    """How many steps the pipeline runs of ``steps`` at ``strength`` (diffusers rounds down
+    for SD; FLUX keeps the fraction's ceiling)."""
+    if family == "flux":
+        return steps - int(max(steps - steps * strength, 0))
+    return min(int(steps * strength), steps)
+
+
+def _offload(loaded: Loaded, pipe: Any, mode: str, device: str) -> None:
+    """Install (or take off) diffusers' CPU offload on the pipeline about to run. Its hooks
+    sit on the shared parts, so they are installed for each pipeline as it runs."""
+    if mode != "none" and device == "cpu":
+        raise InvalidRequest(
+            "offload moves a model's parts between the CPU and a GPU; on the CPU there is "
+            "nothing to offload (use dtype=bfloat16 or vae_tiling to save memory)",
+            param="offload",
+        )
+    if mode == "model":
+        pipe.enable_model_cpu_offload(device=device)
+    elif mode == "sequential":
+        pipe.enable_sequential_cpu_offload(device=device)
+    elif loaded.offload != "none":
+        pipe.remove_all_hooks()
+        pipe.to(device)
+    loaded.offload = mode
+
+
+def _family(path: Path) -> str:
+    """sd, sdxl or flux, from a folder's model_index.json or a checkpoint's keys."""
+    if path.is_file() and path.suffix.lower() in SINGLE_FILE_SUFFIXES:
+        keys = _checkpoint_keys(path)
+        if any(
+            k.startswith(("double_blocks.", "model.diffusion_model.double_blocks.")) for k in keys
+        ):
+            raise InvalidRequest(
+                f"{path} is a FLUX transformer alone; FLUX runs from its diffusers folder "
+                "(text encoders and VAE too): retouch models add flux-fill-dev FOLDER --task inpaint"
+            )
+        return "sdxl" if any(k.startswith("conditioner.embedders.1.") for k in keys) else "sd"
+    if path.is_dir() and (path / "model_index.json").is_file():
+        declared = _declared_class(path / "model_index.json")
+        if declared == "FluxFillPipeline":
+            return "flux"
+        if declared.startswith("Flux"):
+            raise InvalidRequest(
+                f"{path} is a {declared}; of the FLUX models, FLUX.1 Fill inpaints here "
+                "(retouch models list: flux-fill-dev)"
+            )
+        return "sdxl" if "XL" in declared else "sd"
+    raise InvalidRequest(
+        f"{path} is not a diffusers folder (no model_index.json) nor a single "
+        f"{'/'.join(SINGLE_FILE_SUFFIXES)} checkpoint"
+    )
+
+
+def _variant(folder: Path) -> str | None:
+    """ "fp16" for a folder that holds only fp16 weight files (``*.fp16.safetensors``, as
+    pulled to halve the download), so diffusers reads them."""
+    if not folder.is_dir():
+        return None
+    weights = [p.name for p in folder.rglob("*.safetensors")]
+    if weights and all(".fp16." in name for name in weights):
+        return "fp16"
+    return None
+
+
+def _config(path: Path) -> dict[str, Any]:
     try:
-        return str(json.loads(config.read_text("utf-8")).get("_class_name"))
-    except (OSError, ValueError, AttributeError):
-        return "None"
+        data = json.loads(path.read_text("utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _declared_class(config: Path) -> str:
+    return str(_config(config).get("_class_name"))
 
 
 def _check_class(path: Path, expected: str) -> None:
@@ -602,47 +1145,49 @@ def _style_as_edit(request: StylizeRequest) -> EditRequest:
 
 def _resolve(name: str) -> Path:
     """A path as given, else a model-store name."""
-    path = Path(name).expanduser()
-    if path.exists():
-        return path
-    from retouch.models.store import ModelStore
+    from retouch.models.store import resolve
 
-    return ModelStore().path(name)
+    return resolve(name)
 
 
 def _catalog_io(name: str) -> dict[str, Any]:
-    if Path(name).expanduser().exists():
-        return {}
-    from retouch.models.store import ModelStore
+    from retouch.models.store import catalog_io
 
-    entry = ModelStore().entry_for(name)
-    return dict(entry.io) if entry is not None else {}
+    return catalog_io(name)
 
 
-def _store_name(
-    task: str, suggested: str | None, want: str | None = None, hint: str | None = None
-) -> str | None:
-    """The first model of a support task (lora, vae, depth) on this machine, of the kind wanted
-    (the catalog's io kind, or the name: an added "my-lcm-lora"); for the LCM-LoRA, its
-    absence is an error that says how to get it."""
-    from retouch.models.store import ModelStore
+FAST_MODELS = {
+    ("lora", "sd"): "lcm-lora-sdv1-5",
+    ("lora", "sdxl"): "lcm-lora-sdxl",
+}
 
-    store = ModelStore()
-    names = store.names_for(task)
-    if want is not None:
 
-        def kind(name: str) -> object:
-            entry = store.entry_for(name)
-            return entry.io.get("kind") if entry is not None else None
+def _fast_model(task: str, model: Path) -> str | None:
+    """The fast path's LCM-LoRA (``task`` lora: required) or tiny VAE (vae: optional) for
+    the model's family: by the catalog's io (kind, family), or an added one's name ("lcm",
+    "xl")."""
+    from retouch.models.catalog import CatalogEntry
+    from retouch.models.store import support_model
 
-        names = [n for n in names if want in n.lower() or kind(n) == want]
-    if names:
-        return names[0]
-    if suggested is not None:
-        raise ModelNotAvailable(
-            suggested, hint or f"or add one: retouch models add NAME PATH --task {task}"
-        )
-    return None
+    family = _family(model)
+    if family == "flux":
+        raise InvalidRequest("fast (LCM-LoRA) is for SD 1.5 and SDXL models", param="fast")
+
+    def fits(name: str, entry: CatalogEntry | None) -> bool:
+        io = entry.io if entry is not None else {}
+        if task == "lora" and not ("lcm" in name.lower() or io.get("kind") == "lcm"):
+            return False
+        declared = io.get("family")
+        if declared is None:
+            return ("xl" in name.lower()) == (family == "sdxl")
+        return bool(declared == ("sdxl" if family == "sdxl" else "sd15"))
+
+    return support_model(
+        task,
+        FAST_MODELS.get((task, family)),
+        want=fits,
+        hint="or name a LoRA: --option lora=FILE",
+    )
 
 
 def _dtype(choice: str, device: str) -> Any:
@@ -739,47 +1284,6 @@ def _checkpoint_keys(path: Path) -> list[str]:
     if not isinstance(data, dict):
         raise InvalidRequest(f"{path} holds no state dict")
     return [str(k) for k in data]
-
-
-_DEPTH_SESSIONS: dict[tuple[str, int], Any] = {}
-_DEPTH_LOCK = threading.Lock()
-
-
-def depth_map(
-    rgb: NDArray[np.uint8], model: str | None, threads: int | None = None
-) -> NDArray[np.uint8]:
-    """Relative depth as a grey RGB image (near = bright, as depth ControlNets were trained
-    on), from an ONNX depth model (Depth Anything / DPT / MiDaS layout: one image in, one
-    depth map out), at the model's size from the catalog (default 518, a multiple of 14)."""
-    from retouch.engines.onnx_session import create_session
-
-    model = model or _store_name(
-        "depth", "depth-anything-v2-small", hint="depth ControlNets need a depth model"
-    )
-    path, io = _resolve(str(model)), _catalog_io(str(model))
-    size = int(io.get("size", 518))
-    multiple = int(io.get("multiple", 14))
-    mean = np.asarray(io.get("mean", (0.485, 0.456, 0.406)), np.float32)
-    std = np.asarray(io.get("std", (0.229, 0.224, 0.225)), np.float32)
-    key = (str(path), threads or default_threads())
-    with _DEPTH_LOCK:
-        if key not in _DEPTH_SESSIONS:
-            _DEPTH_SESSIONS[key] = create_session(path, threads=key[1])
-        session = _DEPTH_SESSIONS[key]
-    height, width = rgb.shape[:2]
-    scale = size / max(height, width)
-    work = (_multiple(width * scale, multiple), _multiple(height * scale, multiple))
-    pixels = compose.resize_pixels(rgb, work).astype(np.float32) / 255
-    tensor = ((pixels - mean) / std).transpose(2, 0, 1)[None]
-    name = session.get_inputs()[0].name
-    depth = np.asarray(session.run(None, {name: tensor})[0], np.float32).squeeze()
-    if depth.ndim != 2:
-        raise InvalidRequest(f"{path}: expected one depth map out, got shape {depth.shape}")
-    low, high = float(depth.min()), float(depth.max())
-    span = high - low if high > low else 1.0
-    grey = np.clip(np.rint((depth - low) / span * 255), 0, 255).astype(np.uint8)
-    grey = compose.resize_pixels(grey, (width, height))
-    return np.dstack([grey] * 3)
 
 
 def _multiple(value: float, multiple: int) -> int:

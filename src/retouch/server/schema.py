@@ -9,6 +9,7 @@ dataclass appears in both with no other edit.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -84,7 +85,11 @@ def property_schema(spec: FieldSpec, *, binary: bool) -> dict[str, Any]:
         schema["exclusiveMinimum" if p.low_open else "minimum"] = p.low
     if p.high is not None:
         schema["maximum"] = p.high
-    if p.choices:
+    if p.choices and p.separator is not None:
+        one = "|".join(re.escape(c) for c in p.choices)
+        sep = re.escape(p.separator)
+        schema["pattern"] = f"^\\s*({one})\\s*({sep}\\s*({one})\\s*)*$"
+    elif p.choices:
         schema["enum"] = list(p.choices)
     if spec.kind == "text":
         schema["maxLength"] = p.max_length
