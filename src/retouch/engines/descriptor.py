@@ -50,7 +50,10 @@ class SizeRequirements:
     """How an image meets a fixed size: padded and cropped back after (the image may be at
     most ``fixed``), or resized to it and the output resized back (for networks that look at
     the whole frame at one resolution, as segmenters do)."""
-    pad_mode: Literal["reflect", "edge"] = "reflect"
+    pad_mode: Literal["reflect", "reflect-or-edge", "edge"] = "reflect"
+    """"reflect" mirrors (repeatedly, when the padding is longer than the side);
+    "reflect-or-edge" mirrors when the side is longer than the padding and repeats the edge
+    pixel otherwise (LaMa's reference code); "edge" repeats the edge pixel."""
 
     def __post_init__(self) -> None:
         if self.multiple < 1 or self.minimum < 1 or (self.fixed is not None and self.fixed < 1):
@@ -58,12 +61,12 @@ class SizeRequirements:
         if self.fit == "stretch" and self.fixed is None:
             raise ValueError("stretching needs a fixed size")
 
-    def padded(self, height: int, width: int) -> tuple[int, int]:
+    def padded(self, height: int, width: int, *, name: str = "this model") -> tuple[int, int]:
         """The (height, width) the network gets for an image of this size (pad fit)."""
         if self.fixed is not None:
             if max(height, width) > self.fixed:
                 raise InvalidRequest(
-                    f"this model takes at most {self.fixed} px; got {width} x {height}"
+                    f"{name} takes at most {self.fixed} px; got {width} x {height}"
                 )
             return self.fixed, self.fixed
 
@@ -208,7 +211,7 @@ class ImageModel:
             work = _resize(pixels, (size.fixed, size.fixed))
             work_mask = None if mask is None else _resize_mask(mask, size.fixed)
         else:
-            padded = size.padded(height, width)
+            padded = size.padded(height, width, name=self.name)
             work = _pad(pixels, padded, size.pad_mode)
             work_mask = None if mask is None else _pad(mask, padded, "edge")
         raw = self._infer(work, work_mask, extra, threads)
@@ -241,7 +244,7 @@ class ImageModel:
             assert size.fixed is not None
             work = _resize(pixels, (size.fixed, size.fixed))
         else:
-            work = _pad(pixels, size.padded(*pixels.shape[:2]), size.pad_mode)
+            work = _pad(pixels, size.padded(*pixels.shape[:2], name=self.name), size.pad_mode)
         if self.engine.runtime != "onnxruntime":
             raise InvalidRequest(f"{self.name}: only ONNX models give raw outputs")
         feeds = self._feeds(work, None, extra)
@@ -362,8 +365,10 @@ def _pad(pixels: NDArray[Any], size: tuple[int, int], mode: str) -> NDArray[Any]
     pad_h, pad_w = size[0] - height, size[1] - width
     if not pad_h and not pad_w:
         return pixels
-    if mode == "reflect" and not (height > pad_h and width > pad_w):
-        mode = "edge"  # numpy reflects at most side - 1 pixels
+    if mode == "reflect-or-edge":
+        mode = "reflect" if height > pad_h and width > pad_w else "edge"
+    elif mode == "reflect" and min(height, width) < 2:
+        mode = "edge"  # nothing to mirror
     widths = [(0, pad_h), (0, pad_w)] + [(0, 0)] * (pixels.ndim - 2)
     padded: NDArray[Any] = np.pad(pixels, widths, mode=mode)  # type: ignore[call-overload]
     return padded

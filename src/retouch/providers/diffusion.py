@@ -8,6 +8,11 @@ UNets). The working resolution is the model's own (UNet sample size x VAE scale 
 overridable; the Toolkit hands a crop around the mask, which is scaled to it and back.
 Each image gets its own seed (returned); progress is reported once per step; a Cancelled
 raised by the progress callback stops the pipeline between steps.
+
+Loaded setups (a model with its LoRA, tiny VAE, dtype and device) are kept in a bounded
+least-recently-used cache: ``RETOUCH_MAX_LOADED_PIPELINES`` of them per provider (default 1;
+an SD 1.5 setup holds about 4 GB, SDXL about 7), so a new setup replaces the last one
+instead of piling up beside it.
 """
 
 from __future__ import annotations
@@ -24,7 +29,8 @@ from numpy.typing import NDArray
 
 from retouch import compose
 from retouch._modules import module_available
-from retouch.engines import default_threads
+from retouch.engines import cap_threads
+from retouch.engines.cache import ModelCache, capacity_from_env
 from retouch.errors import (
     DependencyMissing,
     InvalidRequest,
@@ -58,6 +64,8 @@ SCHEDULERS = {
 }
 TASKS = ("inpaint", "edit")
 HONOURS = frozenset({"prompt", "negative_prompt", "seed", "n", "strength"})
+PIPELINES_ENV = "RETOUCH_MAX_LOADED_PIPELINES"
+DEFAULT_MAX_PIPELINES = 1
 
 
 @dataclass(frozen=True)
@@ -180,8 +188,10 @@ class DiffusersProvider:
     )
 
     def __init__(self) -> None:
-        self._cache: dict[tuple[object, ...], Loaded] = {}
-        self._lock = threading.Lock()
+        self._cache: ModelCache[Loaded] = ModelCache(
+            capacity_from_env(PIPELINES_ENV, DEFAULT_MAX_PIPELINES)
+        )
+        self._lock = threading.Lock()  # guards each setup's ControlNet pipelines
 
     def _models(self) -> list[str]:
         from retouch.models.store import ModelStore
@@ -237,12 +247,13 @@ class DiffusersProvider:
             options.fast,
             options.config,
         )
-        with self._lock:
-            if key not in self._cache:
-                loaded = self._load(path, device, dtype, options)
-                self._setup(loaded, options, lora, tiny_vae, _catalog_io(name))
-                self._cache[key] = loaded
-            return self._cache[key]
+
+        def load() -> Loaded:
+            loaded = self._load(path, device, dtype, options)
+            self._setup(loaded, options, lora, tiny_vae, _catalog_io(str(name)))
+            return loaded
+
+        return self._cache.get(key, load)
 
     @staticmethod
     def _setup(
@@ -393,7 +404,7 @@ class DiffusersProvider:
             if loaded.inpaint.device.type == "cpu":
                 import torch
 
-                torch.set_num_threads(options.threads or default_threads())
+                torch.set_num_threads(cap_threads(options.threads))
             if options.attention_slicing:
                 pipe.enable_attention_slicing()
             else:
@@ -726,17 +737,13 @@ def _checkpoint_keys(path: Path) -> list[str]:
     return [str(k) for k in data]
 
 
-_DEPTH_SESSIONS: dict[tuple[str, int], Any] = {}
-_DEPTH_LOCK = threading.Lock()
-
-
 def depth_map(
     rgb: NDArray[np.uint8], model: str | None, threads: int | None = None
 ) -> NDArray[np.uint8]:
     """Relative depth as a grey RGB image (near = bright, as depth ControlNets were trained
     on), from an ONNX depth model (Depth Anything / DPT / MiDaS layout: one image in, one
     depth map out), at the model's size from the catalog (default 518, a multiple of 14)."""
-    from retouch.engines.onnx_session import create_session
+    from retouch.engines.descriptor import InputRange, ModelSpec, load_onnx
 
     model = model or _store_name(
         "depth", "depth-anything-v2-small", hint="depth ControlNets need a depth model"
@@ -744,20 +751,17 @@ def depth_map(
     path, io = _resolve(str(model)), _catalog_io(str(model))
     size = int(io.get("size", 518))
     multiple = int(io.get("multiple", 14))
-    mean = np.asarray(io.get("mean", (0.485, 0.456, 0.406)), np.float32)
-    std = np.asarray(io.get("std", (0.229, 0.224, 0.225)), np.float32)
-    key = (str(path), threads or default_threads())
-    with _DEPTH_LOCK:
-        if key not in _DEPTH_SESSIONS:
-            _DEPTH_SESSIONS[key] = create_session(path, threads=key[1])
-        session = _DEPTH_SESSIONS[key]
+    mean, std = io.get("mean", (0.485, 0.456, 0.406)), io.get("std", (0.229, 0.224, 0.225))
+    convention = InputRange(
+        mean=(float(mean[0]), float(mean[1]), float(mean[2])),
+        std=(float(std[0]), float(std[1]), float(std[2])),
+    )
+    spec = ModelSpec(input=convention)
+    estimator = load_onnx(path, name=str(model), spec=spec, threads=threads)
     height, width = rgb.shape[:2]
     scale = size / max(height, width)
     work = (_multiple(width * scale, multiple), _multiple(height * scale, multiple))
-    pixels = compose.resize_pixels(rgb, work).astype(np.float32) / 255
-    tensor = ((pixels - mean) / std).transpose(2, 0, 1)[None]
-    name = session.get_inputs()[0].name
-    depth = np.asarray(session.run(None, {name: tensor})[0], np.float32).squeeze()
+    depth = estimator.embed(compose.resize_pixels(rgb, work), threads=threads).squeeze()
     if depth.ndim != 2:
         raise InvalidRequest(f"{path}: expected one depth map out, got shape {depth.shape}")
     low, high = float(depth.min()), float(depth.max())
