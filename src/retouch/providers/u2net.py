@@ -210,10 +210,12 @@ class U2NetProvider:
                 provider=NAME,
                 model=name,
             )
+        import cv2
+
         colours = matting.estimate_foreground(rgb, alpha) if options.decontaminate else rgb
         progress(Progress("segment", total, total))
         return ImageResult(
-            images=[ResultImage(pixels=np.dstack([colours, alpha]))],
+            images=[ResultImage(pixels=np.asarray(cv2.merge([colours, alpha]), np.uint8))],
             provider=NAME,
             model=name,
         )
