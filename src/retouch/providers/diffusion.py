@@ -188,7 +188,7 @@ class DiffusersProvider:
     )
 
     def __init__(self) -> None:
-        self._cache: ModelCache[Loaded] = ModelCache(
+        self.pipelines: ModelCache[Loaded] = ModelCache(
             capacity_from_env(PIPELINES_ENV, DEFAULT_MAX_PIPELINES)
         )
         self._lock = threading.Lock()  # guards each setup's ControlNet pipelines
@@ -253,7 +253,7 @@ class DiffusersProvider:
             self._setup(loaded, options, lora, tiny_vae, _catalog_io(str(name)))
             return loaded
 
-        return self._cache.get(key, load)
+        return self.pipelines.get(key, load)
 
     @staticmethod
     def _setup(
