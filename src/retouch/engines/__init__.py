@@ -43,5 +43,5 @@ def cap_threads(asked: int | None) -> int:
 
 
 def default_threads() -> int:
-    """All cores: the machines retouch targets run one job at a time."""
+    """All cores: the machines retouch targets run one job at a time (``cap_threads(None)``)."""
     return machine_cores()

@@ -20,7 +20,7 @@ import functools
 from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any, Literal
 
 import numpy as np
 from numpy.typing import NDArray
@@ -146,15 +146,6 @@ class ModelSpec:
     def __post_init__(self) -> None:
         if self.scale < 1:
             raise ValueError(f"scale must be >= 1, got {self.scale}")
-
-
-class Engine(Protocol):
-    runtime: str
-    path: Path
-    threads: int
-
-    @property
-    def session(self) -> Any: ...
 
 
 @dataclass(frozen=True, eq=False)

@@ -28,6 +28,9 @@ def create_session(path: Path, *, threads: int) -> Any:
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.log_severity_level = 3
+    # Workers spin while a run is on (as by default, so no run gets slower) but stop when it
+    # returns, instead of burning the cores the caller's own post-processing then needs.
+    options.add_session_config_entry("session.force_spinning_stop", "1")
     try:
         return ort.InferenceSession(
             str(path), sess_options=options, providers=["CPUExecutionProvider"]
