@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import contextlib
 import io
+import threading
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -98,8 +100,8 @@ def estimate_foreground(rgb: NDArray[np.uint8], alpha: NDArray[np.uint8]) -> NDA
 
     Two passes of blur fusion, as over the whole frame, but computed where they matter: the
     first pass (a 181 px box) on 4 px blocks, the second (13 px) on rectangles around the
-    partly transparent band only, strip by strip, packed side by side into one array so
-    each operation runs once."""
+    partly transparent band only, strip by strip, packed side by side into a few small
+    arrays so each operation runs a few times, on memory that stays in cache."""
     import cv2
 
     out = rgb.copy()
@@ -108,43 +110,86 @@ def estimate_foreground(rgb: NDArray[np.uint8], alpha: NDArray[np.uint8]) -> NDA
         return out
     wide, narrow = FUSION_RADII
     block = max(1, wide // COARSE_BLOCK)
-    coarse = _coarse_pass(rgb, alpha, wide, block)
+    top = -(-narrow // block) + 2  # blocks mirrored around the image for sampling
+    fields = _coarse_pass(rgb, alpha, wide, block)
+    padded = (fields.shape[0] + 2 * top + 1, fields.shape[1] + 2 * top + 1, 6)
+    coarse = _scratch("coarse_padded", padded, np.float32)
+    cv2.copyMakeBorder(fields, top, top + 1, top, top + 1, cv2.BORDER_REFLECT, dst=coarse)
     height, width = alpha.shape
-    strips = -(-height // STRIP)
-    # Everything below is in coordinates padded by `narrow` (mirrored, as the box's border)
-    # so that a partial pixel's window is inside its rectangle even at the image's edges.
-    bottom = narrow + strips * STRIP - height
-    rgb_padded = cv2.copyMakeBorder(rgb, narrow, bottom, narrow, narrow, cv2.BORDER_REFLECT)
-    alpha_padded = cv2.copyMakeBorder(alpha, narrow, bottom, narrow, narrow, cv2.BORDER_REFLECT)
-    rects = _band_rects(partial, narrow)
     rows = STRIP + 2 * narrow
-    total = sum(end - start for _, start, end in rects)
-    image = np.empty((rows, total, 3), np.uint8)
-    a8 = np.empty((rows, total), np.uint8)
-    fg = np.empty((rows, total, 3), np.float32)
-    bg = np.empty((rows, total, 3), np.float32)
-    top = -(-narrow // block) + 2  # coarse blocks mirrored around the image for sampling
-    coarse = np.asarray(
-        cv2.copyMakeBorder(coarse, top, top + 1, top, top + 1, cv2.BORDER_REFLECT), np.float32
-    )
-    x = 0
-    for y0, start, end in rects:
-        span = end - start
-        image[:, x : x + span] = rgb_padded[y0 : y0 + rows, start:end]
-        a8[:, x : x + span] = alpha_padded[y0 : y0 + rows, start:end]
-        fields = _sample_coarse(coarse, top, block, y0 - narrow, start - narrow, rows, span)
-        fg[:, x : x + span] = fields[:, :, :3]
-        bg[:, x : x + span] = fields[:, :, 3:]
-        x += span
-    colours = _fine_pass(image, a8, fg, bg, narrow)
-    x = 0
-    for y0, start, end in rects:
-        first, last = max(0, start - narrow), min(width, end - narrow)
-        y1 = min(height, y0 + STRIP)
-        core = colours[: y1 - y0, x + first - start + narrow :][:, : last - first]
-        cv2.copyTo(core, partial[y0:y1, first:last], out[y0:y1, first:last])
-        x += end - start
+    for group in _groups(_band_rects(partial, narrow)):
+        total = sum(end - start for _, start, end in group)
+        image = _scratch("image", (rows, total, 3), np.uint8)
+        a8 = _scratch("alpha", (rows, total), np.uint8)
+        fg = _scratch("fg", (rows, total, 3), np.float32)
+        bg = _scratch("bg", (rows, total, 3), np.float32)
+        x = 0
+        for y0, start, end in group:
+            span, y, left = end - start, y0 - narrow, start - narrow  # image coordinates
+            image[:, x : x + span] = _mirrored_crop(rgb, y, left, rows, span)
+            a8[:, x : x + span] = _mirrored_crop(alpha, y, left, rows, span)
+            fields = _sample_coarse(coarse, top, block, y, left, rows, span)
+            fg[:, x : x + span] = fields[:, :, :3]
+            bg[:, x : x + span] = fields[:, :, 3:]
+            x += span
+        colours = _fine_pass(image, a8, fg, bg, narrow)
+        x = 0
+        for y0, start, end in group:
+            first, last = max(0, start - narrow), min(width, end - narrow)
+            y1 = min(height, y0 + STRIP)
+            core = colours[: y1 - y0, x + first - start + narrow :][:, : last - first]
+            cv2.copyTo(core, partial[y0:y1, first:last], out[y0:y1, first:last])
+            x += end - start
     return out
+
+
+GROUP_COLUMNS = 2048
+"""Rectangles are packed into arrays of about this many columns (44 rows: 1 MB of floats
+per array), small enough to stay in cache."""
+
+_scratch_arrays = threading.local()
+
+
+def _scratch(name: str, shape: tuple[int, ...], dtype: type[Any]) -> NDArray[Any]:
+    """This thread's reusable array ``name`` in ``shape``: fresh arrays of a megabyte cost
+    more in page faults than the arithmetic on them (4x at 512 px, measured), so each
+    thread keeps about 15 MB of them for the next cut-out."""
+    arrays: dict[str, NDArray[Any]] = _scratch_arrays.__dict__.setdefault("arrays", {})
+    size = int(np.prod(shape))
+    flat = arrays.get(name)
+    if flat is None or flat.size < size or flat.dtype != dtype:
+        flat = arrays[name] = np.empty(size, dtype)
+    return flat[:size].reshape(shape)
+
+
+def _groups(rects: list[tuple[int, int, int]]) -> list[list[tuple[int, int, int]]]:
+    groups: list[list[tuple[int, int, int]]] = [[]]
+    columns = 0
+    for rect in rects:
+        if groups[-1] and columns + rect[2] - rect[1] > GROUP_COLUMNS:
+            groups.append([])
+            columns = 0
+        groups[-1].append(rect)
+        columns += rect[2] - rect[1]
+    return groups
+
+
+def _mirrored_crop(
+    pixels: NDArray[np.uint8], y: int, x: int, rows: int, cols: int
+) -> NDArray[np.uint8]:
+    """pixels[y : y + rows, x : x + cols] with what falls outside mirrored (BORDER_REFLECT,
+    as the box filter's border), without padding the whole image."""
+    import cv2
+
+    height, width = pixels.shape[:2]
+    y0, x0, y1, x1 = max(0, y), max(0, x), min(height, y + rows), min(width, x + cols)
+    crop = pixels[y0:y1, x0:x1]
+    if (y0, x0, y1, x1) == (y, x, y + rows, x + cols):
+        return crop
+    padded = cv2.copyMakeBorder(
+        crop, y0 - y, y + rows - y1, x0 - x, x + cols - x1, cv2.BORDER_REFLECT
+    )
+    return np.asarray(padded, np.uint8).reshape((rows, cols, *pixels.shape[2:]))
 
 
 def _sample_coarse(
@@ -175,19 +220,42 @@ def _coarse_pass(
     import cv2
 
     height, width = alpha.shape
-    size = (-(-width // block), -(-height // block))
-    a3 = cv2.merge([alpha, alpha, alpha])
-    products = cv2.multiply(rgb, a3, dtype=cv2.CV_16U)  # exact rgb * alpha, 0..65025
-    a = cv2.resize(alpha, size, interpolation=cv2.INTER_AREA).astype(np.float32) / 255
-    image = cv2.resize(rgb, size, interpolation=cv2.INTER_AREA).astype(np.float32)
-    fa = cv2.resize(products, size, interpolation=cv2.INTER_AREA).astype(np.float32) / 255
+    columns = -(-width // block)
+    # block sums of a, I and I a (exact products) in bands of rows: small buffers the
+    # allocator reuses, instead of full-frame temporaries that cost page faults
+    low = (-(-height // block), columns)
+    sums = _scratch("coarse_sums", (2, *low, 3), np.float32)
+    a1 = _scratch("coarse_a1", low, np.float32)
+    band = 64 * block
+    for y in range(0, height, band):
+        size = (columns, -(-min(band, height - y) // block))
+        rows = slice(y // block, y // block + size[1])
+        a1[rows] = cv2.resize(alpha[y : y + band], size, interpolation=cv2.INTER_AREA)
+        image = rgb[y : y + band]
+        a3 = cv2.merge([alpha[y : y + band]] * 3, dst=_scratch("band_a3", image.shape, np.uint8))
+        products = cv2.multiply(
+            image, a3, dst=_scratch("band_products", image.shape, np.uint16), dtype=cv2.CV_16U
+        )
+        for k, source in enumerate((image, products)):
+            sums[k, rows] = cv2.resize(source, size, interpolation=cv2.INTER_AREA)
+    # 3 channels from here on: numpy is several times slower when it broadcasts one
+    a1 *= np.float32(1 / 255)
+    a = _scratch("coarse_a", (*low, 3), np.float32)
+    cv2.merge([a1, a1, a1], dst=a)
+    image, fa = sums[0], sums[1]
+    fa *= np.float32(1 / 255)
     box = (2 * max(1, round(radius / block)) + 1,) * 2
-    blurred_a = cv2.blur(a, box, borderType=cv2.BORDER_REFLECT)[:, :, None]
-    blurred_fa = cv2.blur(fa, box, borderType=cv2.BORDER_REFLECT)
-    blurred_ba = cv2.blur(image, box, borderType=cv2.BORDER_REFLECT) - blurred_fa
-    fg = blurred_fa / (blurred_a + 1e-5)
-    bg = blurred_ba / ((1 - blurred_a) + 1e-5)
-    return np.concatenate([fg, bg], axis=2).astype(np.float32)
+    spread, fg, bg = (_scratch(f"coarse_mean{i}", (*low, 3), np.float32) for i in range(3))
+    for source, mean in ((a, spread), (fa, fg), (image, bg)):  # box means of a, I a and I
+        cv2.blur(source, box, dst=mean, borderType=cv2.BORDER_REFLECT)
+    bg -= fg  # of I (1 - a)
+    spread += np.float32(1e-5)
+    fg /= spread  # / (A + eps)
+    np.subtract(np.float32(1 + 2e-5), spread, out=spread)
+    bg /= spread  # / ((1 - A) + eps)
+    fields = _scratch("coarse_fields", (*low, 6), np.float32)
+    cv2.merge([fg, bg], dst=fields)
+    return fields
 
 
 def _band_rects(partial: NDArray[np.uint8], radius: int) -> list[tuple[int, int, int]]:
@@ -228,26 +296,43 @@ def _fine_pass(
 ) -> NDArray[np.uint8]:
     """Both passes' per-pixel steps and the second pass's box, on the packed rectangles;
     F = F^ + a (I - a F^ - (1 - a) B^) is computed as (1 - a^2) F^ + a I - a (1 - a) B^.
-    Returns the colours of the rectangles' middle STRIP rows."""
+    Per-pixel factors are made 3-channel first: numpy is several times slower when it
+    broadcasts one channel over three. Returns the colours of the middle STRIP rows (in
+    a scratch array: copy them out before the next call)."""
     import cv2
 
-    a, keep_fg, keep_bg, inverse = (cv2.LUT(alpha8, table) for table in _TABLES)
-    a3 = a[:, :, None]
-    lit = np.multiply(image8, a3, dtype=np.float32)  # a I
-    bg *= inverse[:, :, None]  # B^ (1 - a): what the second pass blurs
-    spill = np.multiply(bg, a3)  # a (1 - a) B^
-    fg *= keep_fg[:, :, None]
+    shape, middle_shape = fg.shape, (STRIP, fg.shape[1], 3)
+    alpha3 = _scratch("alpha3", shape, np.uint8)
+    cv2.merge([alpha8] * 3, dst=alpha3)
+    a, keep_fg, keep_bg, inverse = (_scratch(f"factor{i}", shape, np.float32) for i in range(4))
+    for table, factor in zip(_TABLES, (a, keep_fg, keep_bg, inverse), strict=True):
+        cv2.LUT(alpha3, table, dst=factor)
+    lit = np.multiply(image8, a, dtype=np.float32, out=_scratch("lit", shape, np.float32))
+    bg *= inverse  # B^ (1 - a): what the second pass blurs
+    spill = np.multiply(bg, a, out=_scratch("spill", shape, np.float32))  # a (1 - a) B^
+    fg *= keep_fg
     fg += lit
     fg -= spill
     np.clip(fg, 0, 255, out=fg)  # the first pass's F
-    fg *= a3
-    box = (2 * radius + 1,) * 2
+    fg *= a
+    box, border = (2 * radius + 1,) * 2, cv2.BORDER_REFLECT
     middle = slice(radius, radius + STRIP)
-    blurred_a = np.asarray(cv2.blur(a, box, borderType=cv2.BORDER_REFLECT), np.float32)[middle]
-    fg_sum = np.asarray(cv2.blur(fg, box, borderType=cv2.BORDER_REFLECT), np.float32)[middle]
-    bg_sum = np.asarray(cv2.blur(bg, box, borderType=cv2.BORDER_REFLECT), np.float32)[middle]
-    fg_sum *= (keep_fg[middle] / (blurred_a + 1e-5))[:, :, None]
-    bg_sum *= (keep_bg[middle] / ((1 - blurred_a) + 1e-5))[:, :, None]
-    fg_sum += lit[middle]
-    fg_sum -= bg_sum
-    return np.asarray(cv2.addWeighted(fg_sum, 1.0, fg_sum, 0.0, 0.0, dtype=cv2.CV_8U), np.uint8)
+    blurred_a = _scratch("blurred_a", shape[:2], np.float32)
+    cv2.blur(a[:, :, 0], box, dst=blurred_a, borderType=border)
+    spread = _scratch("spread", middle_shape, np.float32)
+    cv2.merge([blurred_a[middle]] * 3, dst=spread)
+    fg_sum, bg_sum = (_scratch(name, shape, np.float32) for name in ("fg_sum", "bg_sum"))
+    cv2.blur(fg, box, dst=fg_sum, borderType=border)
+    cv2.blur(bg, box, dst=bg_sum, borderType=border)
+    fg_mean, bg_mean = fg_sum[middle], bg_sum[middle]
+    fg_mean *= keep_fg[middle]
+    spread += np.float32(1e-5)
+    fg_mean /= spread  # / (A + eps)
+    bg_mean *= keep_bg[middle]
+    np.subtract(np.float32(1 + 2e-5), spread, out=spread)
+    bg_mean /= spread  # / ((1 - A) + eps)
+    fg_mean += lit[middle]
+    fg_mean -= bg_mean
+    colours = _scratch("colours", middle_shape, np.uint8)
+    cv2.addWeighted(fg_mean, 1.0, fg_mean, 0.0, 0.0, dst=colours, dtype=cv2.CV_8U)
+    return colours
