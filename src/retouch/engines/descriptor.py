@@ -257,9 +257,11 @@ class ImageModel:
         out_dtype: type[np.uint8] | type[np.uint16] = np.uint8,
         progress: ProgressCallback = no_progress,
         stage: str = "tiles",
+        tile_width: int | None = None,
     ) -> NDArray[Any]:
-        """``run`` in blended overlapping tiles of at most ``tile`` px, halved while the
-        engine runs out of memory (down to 32 px); raises ``EngineOutOfMemory`` after that."""
+        """``run`` in blended overlapping tiles of ``tile`` rows by ``tile_width`` (default
+        ``tile``) columns, halved while the engine runs out of memory (down to 32 px);
+        raises ``EngineOutOfMemory`` after that."""
         if self.spec.tiling != "supported" or self.spec.size.fixed is not None:
             raise InvalidRequest(
                 f"{self.name} sees its whole input at once; tiles would come out different"
@@ -273,6 +275,7 @@ class ImageModel:
             out_dtype=out_dtype,
             progress=progress,
             stage=stage,
+            tile_width=tile_width,
         )
 
     def _infer(

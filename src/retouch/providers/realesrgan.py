@@ -177,8 +177,17 @@ class RealESRGANProvider:
             budget=options.max_memory,
             fixed=fixed,
         )
+        # a tile chosen here may be a full-width stripe of the same area; one asked for is square
+        rows, columns = (tile, tile) if options.tile else tiling.stripes(tile, *image.size[::-1])
         out = self._run_with_retry(
-            source, model, tile, options.tile_overlap, out_dtype, progress, threads=options.threads
+            source,
+            model,
+            rows,
+            options.tile_overlap,
+            out_dtype,
+            progress,
+            threads=options.threads,
+            tile_width=columns,
         )
         warnings = []
         if native != target:
@@ -194,7 +203,9 @@ class RealESRGANProvider:
             warnings=warnings,
             usage={
                 "tile": min(tile, max(image.size)),
-                "tiles": tiling.count_tiles(image.height, image.width, tile, options.tile_overlap),
+                "tiles": tiling.count_tiles(
+                    image.height, image.width, rows, options.tile_overlap, columns
+                ),
             },
         )
 
@@ -208,6 +219,7 @@ class RealESRGANProvider:
         progress: ProgressCallback,
         *,
         threads: int | None = None,
+        tile_width: int | None = None,
     ) -> NDArray[Any]:
         run = model.network.run
         if isinstance(model.network, ImageModel):
@@ -222,6 +234,7 @@ class RealESRGANProvider:
                 out_dtype=out_dtype,
                 progress=progress,
                 stage="upscale",
+                tile_width=tile_width,
             )
         except EngineOutOfMemory as exc:
             raise ProviderError(str(exc), provider=NAME) from exc
