@@ -169,7 +169,8 @@ def main() -> None:
 
     ours = onnxruntime.__version__
     here = Path(sys.executable)
-    env = dict(os.environ, PYTHONPATH=str(HERE.parent / "src"))
+    # retouch's workers import the PYTHONPATH given (to measure another checkout), else ../src
+    env = dict(os.environ, PYTHONPATH=os.environ.get("PYTHONPATH") or str(HERE.parent / "src"))
     with tempfile.TemporaryDirectory() as home:
         shutil.copy(shipped, Path(home) / "u2netp.onnx")
         side_env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
