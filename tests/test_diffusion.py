@@ -1053,3 +1053,30 @@ def test_detail_upscale_is_4x_without_seams(
     assert max(r.step for r in reports if r.stage == "detail") == 1  # stopped after a tile
     with pytest.raises(InvalidRequest, match="pass --detail"):
         TOOLKIT.upscale(photo, provider="diffusers", model="tiny-x8")
+
+
+def test_loaded_setups_are_bounded_least_recently_used_first(
+    tiny: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from retouch.providers.diffusion import DiffusersProvider
+
+    inpaint, plain = (DiffusersOptions(model=str(tiny[k])) for k in ("inpaint", "plain"))
+    monkeypatch.delenv("RETOUCH_MAX_LOADED_PIPELINES", raising=False)
+    provider = DiffusersProvider()
+    assert provider.pipelines.capacity == 1  # each setup of an SD 1.5 model holds ~4 GB
+    first = provider.load(inpaint)
+    assert provider.load(inpaint) is first
+    second = provider.load(plain)
+    assert len(provider.pipelines) == 1 and provider.load(plain) is second
+    assert provider.load(inpaint) is not first and provider.pipelines.loads == 3
+
+    monkeypatch.setenv("RETOUCH_MAX_LOADED_PIPELINES", "2")
+    provider = DiffusersProvider()
+    first = provider.load(inpaint)
+    provider.load(plain)
+    assert provider.load(inpaint) is first and provider.pipelines.loads == 2
+    monkeypatch.setenv("RETOUCH_MAX_LOADED_PIPELINES", "none")
+    from retouch.errors import ConfigurationError
+
+    with pytest.raises(ConfigurationError, match="RETOUCH_MAX_LOADED_PIPELINES"):
+        DiffusersProvider()

@@ -82,7 +82,10 @@ BUILDERS: dict[Operation, Callable[[int | None, OperationSpec], Request]] = {
     "outpaint": lambda seed, _: OutpaintRequest(image=_photo(), left=8, top=4, seed=seed),
     "edit": lambda seed, _: EditRequest(image=_photo(), prompt="watercolour", seed=seed),
     "variations": lambda seed, _: VariationsRequest(image=_photo(), seed=seed),
-    "upscale": lambda seed, _: UpscaleRequest(image=_photo(), scale=2),
+    # A provider that honours detail upscales only with it (diffusers repaints detail).
+    "upscale": lambda seed, spec: UpscaleRequest(
+        image=_photo(), scale=2, detail="detail" in spec.honours, seed=seed
+    ),
     "resize": lambda seed, _: ResizeRequest(image=_photo(), max_size=48),
     "remove-background": lambda seed, _: RemoveBackgroundRequest(image=_photo()),
     "restore-faces": lambda seed, _: RestoreFacesRequest(image=_photo()),
@@ -196,9 +199,12 @@ def _tiny_lama(mp: pytest.MonkeyPatch, root: Path) -> Iterator[Any]:
 
 
 def _tiny_diffusers(mp: pytest.MonkeyPatch, root: Path) -> Iterator[Any]:
-    from .tiny_sd import build
+    from .tiny_sd import build, build_controlnet
 
-    ModelStore().add("tiny-sd", build(root / "sd"), task="inpaint")
+    store = ModelStore()
+    store.add("tiny-sd", build(root / "sd"), task="inpaint")
+    plain = build(root / "plain", inpaint_unet=False)  # ControlNets are made from plain UNets
+    store.add("tiny-tile", build_controlnet(plain, root / "tile"), task="controlnet")  # --detail
     yield None
 
 

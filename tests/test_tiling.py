@@ -68,3 +68,14 @@ def test_tiny_images_get_one_tile() -> None:
         )
         == 23
     )
+
+
+def test_stripes_keep_the_area_and_blend_exactly() -> None:
+    assert tiling.stripes(739, 1024, 1024) == (533, 1024)  # one seam direction at 1024 px
+    assert tiling.stripes(739, 1024, 2000) == (739, 739)  # too wide: square tiles
+    assert tiling.stripes(600, 300, 500) == (600, 600)  # fits in one tile anyway
+    image = np.random.default_rng(2).integers(0, 256, (61, 45, 3), dtype=np.uint8)
+    rows, columns = tiling.stripes(32, 61, 45)
+    assert (rows, columns) == (32, 45) and tiling.count_tiles(61, 45, rows, 6, columns) == 3
+    out = tiling.run_tiled(image, nearest_x2, scale=2, tile=rows, overlap=6, tile_width=columns)
+    assert np.array_equal(out, image.repeat(2, axis=0).repeat(2, axis=1))

@@ -23,7 +23,6 @@ names the pull command and the other way: your own guide image (``control_image`
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import resources
@@ -34,7 +33,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from retouch import compose
-from retouch.engines import default_threads
+from retouch.engines import cap_threads
 from retouch.errors import InvalidRequest
 
 MADE_WITHOUT_WEIGHTS = ("canny", "lineart", "softedge", "scribble", "tile")
@@ -158,18 +157,21 @@ def scribble(rgb: NDArray[np.uint8]) -> NDArray[np.uint8]:
 
 # --- guides made by models ------------------------------------------------------------------
 
-_SESSIONS: dict[tuple[str, int], Any] = {}
-_SESSIONS_LOCK = threading.Lock()
-
 
 def _session(path: Path, threads: int | None) -> Any:
-    from retouch.engines.onnx_session import create_session
+    """The ONNX session for ``path``, kept in the process's bounded model cache (shared with
+    the other ONNX/ncnn models, ``RETOUCH_MAX_LOADED_MODELS``); ``threads`` sizes its pool
+    when this call is the one that loads it (capped at the machine's cores)."""
+    from retouch.engines.cache import shared_models
+    from retouch.engines.descriptor import file_key
+    from retouch.engines.onnx_session import OnnxEngine
 
-    key = (str(path), threads or default_threads())
-    with _SESSIONS_LOCK:
-        if key not in _SESSIONS:
-            _SESSIONS[key] = create_session(path, threads=key[1])
-        return _SESSIONS[key]
+    def load() -> OnnxEngine:
+        return OnnxEngine(path, threads=cap_threads(threads))
+
+    engine = shared_models().get(("guide", *file_key(path)), load)
+    assert isinstance(engine, OnnxEngine)
+    return engine.session
 
 
 def _model(guide: str, model: str | None) -> tuple[Path, dict[str, Any]]:

