@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import importlib.util
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -11,6 +12,25 @@ from skimage import data
 
 from retouch.demo import sample_mask_path
 from retouch.models.store import default_home
+
+
+def require(module: str) -> None:
+    """Skip the calling test (or, at module level, the module) unless ``module`` is
+    installed, without importing it: importing diffusers alone takes seconds."""
+    if importlib.util.find_spec(module) is None:
+        pytest.skip(f"{module} is not installed", allow_module_level=True)
+
+
+SLOW_TO_COLLECT = frozenset({"test_server_fuzz.py"})
+"""Modules marked slow whose collection alone takes seconds (schemathesis builds every
+fuzzed operation's test while collecting): not even collected when slow tests are left out."""
+
+
+def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
+    if collection_path.name in SLOW_TO_COLLECT and "not slow" in config.getoption("markexpr"):
+        return True
+    return None
+
 
 REAL_HOME = default_home()
 """The developer's own model store, for the tests that use real pulled weights."""

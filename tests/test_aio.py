@@ -66,6 +66,7 @@ def _photos(count: int) -> list[np.ndarray]:
     return [rng.integers(0, 255, (48, 48, 3), dtype=np.uint8) for _ in range(count)]
 
 
+@pytest.mark.slow
 def test_amap_overlaps_eight_remote_edits(slow_openai: Slow) -> None:
     items = [
         {
@@ -90,6 +91,7 @@ def test_amap_overlaps_eight_remote_edits(slow_openai: Slow) -> None:
     assert elapsed < 3.0  # about 1 s; one after another would take 8 s
 
 
+@pytest.mark.slow
 def test_concurrency_bounds_requests_in_flight(slow_openai: Slow) -> None:
     items = [
         {

@@ -17,9 +17,10 @@ from pathlib import Path
 
 import pytest
 
+from .conftest import require
 from .test_batch import EXAMPLES, make_photos
 
-pytest.importorskip("ray")
+require("ray")
 pytestmark = pytest.mark.slow
 SRC = Path(__file__).parents[1] / "src"
 IGNORED = ("time", "run", "engine", "timings")

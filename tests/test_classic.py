@@ -48,6 +48,7 @@ def fills(texture: str, method: str) -> list[tuple[np.ndarray, np.ndarray]]:
 
 
 @pytest.mark.parametrize("texture", ["brick", "grass", "gravel"])
+@pytest.mark.slow
 def test_patchmatch_keeps_texture_energy_and_telea_does_not(texture: str) -> None:
     for original, filled in fills(texture, "patchmatch"):
         ratio = gradient_energy(filled) / gradient_energy(original)
@@ -70,6 +71,7 @@ def test_patchmatch_beats_telea_on_brick_psnr_and_ssim() -> None:
 
 
 @pytest.mark.parametrize("texture", ["brick", "grass", "gravel"])
+@pytest.mark.slow
 def test_default_erase_inside_the_picture_is_patchmatch(texture: str) -> None:
     """auto fills from a band only holes that reach the border: these holes get PatchMatch,
     pixel for pixel, so the wins above hold for the default."""

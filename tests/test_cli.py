@@ -172,6 +172,7 @@ def test_unsupported_operation_exit_code(
     assert code == 2 and "known providers" in err
 
 
+@pytest.mark.slow
 def test_outpaint_and_resize(
     tmp_path: Path, astronaut_file: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -348,6 +349,7 @@ def test_upscale_bad_input_writes_nothing(
     assert code == 2 and "2G" in err
 
 
+@pytest.mark.slow
 def test_remove_bg_file_folder_and_modes(
     tmp_path: Path, astronaut_file: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -108,6 +108,7 @@ def test_an_inpainting_checkpoint_by_name(
     assert node(graph_of(fake), "CheckpointLoaderSimple")["ckpt_name"] == "sd-v1-5-inpainting.ckpt"
 
 
+@pytest.mark.slow
 def test_img2img_outpaint_upscale(toolkit: Any, fake: FakeComfyUI, small_photo: np.ndarray) -> None:
     assert np.array_equal(
         toolkit.edit(small_photo, "x", provider="comfyui").image.pixels, 255 - small_photo
@@ -182,6 +183,7 @@ def _other_clients_prompt(url: str, steps_s: float) -> str:
         )
 
 
+@pytest.mark.slow
 def test_cancel_stops_only_our_prompt(
     served: tuple[FakeComfyUI, str], toolkit: Any, small_photo: np.ndarray
 ) -> None:
@@ -211,6 +213,7 @@ def test_cancel_stops_only_our_prompt(
     assert fake.interrupts == [running]  # /interrupt {"prompt_id": ours}, not a bare one
 
 
+@pytest.mark.slow
 def test_timeouts_and_500s(toolkit: Any, fake: FakeComfyUI, small_photo: np.ndarray) -> None:
     fake.prompt_delay = 1.0  # the server queues the prompt but answers late
     result = toolkit.edit(small_photo, "x", provider="comfyui", options={"http_timeout": 0.3})
@@ -247,6 +250,7 @@ def test_the_shared_local_url_is_probed(
     assert result.image.pixels.shape == (128, 192, 3)
 
 
+@pytest.mark.slow
 def test_a_prompt_can_run_with_no_websocket(
     fake: FakeComfyUI, small_photo: np.ndarray, monkeypatch: pytest.MonkeyPatch
 ) -> None:

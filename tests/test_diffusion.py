@@ -8,15 +8,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-pytest.importorskip("diffusers")
-
 from retouch.api import Toolkit
 from retouch.errors import Cancelled, InvalidRequest, ModelNotAvailable, UnsupportedOperation
 from retouch.models.store import ModelStore
 from retouch.providers.diffusion import DiffusersOptions
 from retouch.types import Progress
 
-from .conftest import box_mask
+from .conftest import box_mask, require
 from .fake_guides import luminance_depth_model, reference, register_guide_models
 from .tiny_sd import (
     TINY_X8,
@@ -32,6 +30,7 @@ from .tiny_sd import (
     transparent_vae,
 )
 
+require("diffusers")
 pytestmark = pytest.mark.slow  # tiny pipelines, but every test runs diffusion steps on the CPU
 TOOLKIT = Toolkit()  # one toolkit, so each pipeline loads once for the module
 
@@ -445,7 +444,7 @@ def test_a_diffusers_folder_pulled_by_name_runs(
         if p.is_file() and not p.relative_to(folder).parts[0].startswith("_")
     )
     httpd = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=str(folder)))
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    threading.Thread(target=httpd.serve_forever, args=(0.01,), daemon=True).start()
     try:
         catalog = tmp_path / "catalog.json"
         entry = {

@@ -227,6 +227,7 @@ def test_sixteen_bit_and_alpha_are_kept_outside_the_faces(
     assert 0.8 < same.mean() < 0.97 and result.usage["restored"] == 1
 
 
+@pytest.mark.slow
 def test_small_faces_and_other_faces_are_left_alone(
     home: ModelStore, tmp_path: Path, astronaut: np.ndarray
 ) -> None:
@@ -355,6 +356,7 @@ def test_cli_faces_json_and_mask_faces(
     assert mask.ndim == 2 and 8000 < (mask > 0).sum() < 12000
 
 
+@pytest.mark.slow
 def test_cli_restore_faces_and_upscale_face_enhance(
     home: ModelStore,
     tmp_path: Path,

@@ -67,6 +67,7 @@ def test_extend_continues_sky_and_grass_and_leaves_the_subject() -> None:
     assert reddish(cloned.image.pixels[:, 96:]) > 0.1
 
 
+@pytest.mark.slow
 def test_extend_on_every_side_with_a_seam_and_a_fade() -> None:
     picture = sky_and_grass()
     out = fill.extend(picture, left=16, right=20, top=12, bottom=8, seed=1, seam=4)

@@ -59,7 +59,7 @@ class Handler(BaseHTTPRequestHandler):
 @pytest.fixture(scope="module")
 def server() -> Iterator[int]:
     httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    threading.Thread(target=httpd.serve_forever, args=(0.01,), daemon=True).start()
     try:
         yield int(httpd.server_address[1])
     finally:
@@ -91,6 +91,7 @@ def test_every_redirect_hop_is_guarded(server: int) -> None:
     assert asked == ["photos.invalid", "internal.example"]
 
 
+@pytest.mark.slow
 def test_slow_drip_stops_at_the_minimum_rate(server: int) -> None:
     policy = http.FetchPolicy(min_rate=1000, grace=0.5, deadline=30)
     started = time.monotonic()

@@ -62,7 +62,7 @@ def server() -> Iterator[str]:
     Weights.log = []
     Weights.fail_after = None
     httpd = ThreadingHTTPServer(("127.0.0.1", 0), Weights)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread = threading.Thread(target=httpd.serve_forever, args=(0.01,), daemon=True)
     thread.start()
     try:
         yield f"http://127.0.0.1:{httpd.server_address[1]}"

@@ -226,6 +226,7 @@ def test_the_fake_refuses_what_the_service_refuses(fake: FakeOpenAI) -> None:
     assert fixed.status_code == 400
 
 
+@pytest.mark.slow
 def test_alpha_only_masks_stay_small_where_colour_masks_do_not(astronaut: np.ndarray) -> None:
     from retouch.compose import resize_pixels
 

@@ -50,6 +50,7 @@ def test_default_model_sharper_than_bicubic_with_psnr_within_2_5_db(name: str) -
 
 
 @pytest.mark.parametrize("name", PHOTOS)
+@pytest.mark.slow
 def test_x4plus_sharpest(name: str) -> None:
     # x4plus trades more PSNR for detail than animevideov3: measured -0.03 to -2.80 dB against
     # bicubic on these photos (chelsea misses the 2.5 dB goal by 0.3); its sharpness is the
@@ -98,6 +99,7 @@ def test_odd_sizes_match_a_reference(width: int, height: int) -> None:
 
 
 @pytest.mark.parametrize("tile", [64, 77, 100])
+@pytest.mark.slow
 def test_tiled_equals_untiled_within_45_db(tile: int) -> None:
     image = np.ascontiguousarray(data.astronaut()[:301, :237])
     whole = retouch.upscale(

@@ -13,6 +13,8 @@ from retouch.api import Toolkit
 from retouch.errors import ConfigurationError, InvalidRequest, UnsupportedOperation
 from retouch.registry import Registry
 
+from .conftest import require
+
 PLUGIN = textwrap.dedent(
     """
     import numpy as np
@@ -113,7 +115,7 @@ def test_plain_upscale_stays_with_realesrgan_and_detail_goes_to_diffusion(
     from retouch.models.store import ModelStore
     from retouch.types import UpscaleRequest
 
-    pytest.importorskip("diffusers")
+    require("diffusers")
     monkeypatch.setenv("RETOUCH_HOME", str(tmp_path))
     folder = tmp_path / "some-model"
     folder.mkdir()

@@ -75,6 +75,7 @@ def test_service_messages_of_every_shape(body: Any, expected: str) -> None:
     assert service_message(Answer(body)) == expected
 
 
+@pytest.mark.slow
 def test_slow_and_failing_services(monkeypatch: pytest.MonkeyPatch) -> None:
     calls = {"slow": 0, "down": 0}
 

@@ -278,6 +278,7 @@ def served(fake: FakeReplicate, monkeypatch: pytest.MonkeyPatch) -> Iterator[Fak
         yield fake
 
 
+@pytest.mark.slow
 def test_cli_upscale_with_the_default_community_model(
     served: FakeReplicate, tmp_path: Path, astronaut_file: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -74,6 +74,7 @@ def test_grabcut_fallback_finds_the_shuttle_from_clicks_or_a_box(
     assert not by_box[:, :340].any()  # nothing outside the box
 
 
+@pytest.mark.slow
 def test_negative_points_shrink_the_mask(home: ModelStore, astronaut: np.ndarray) -> None:
     toolkit = Toolkit()
     points = CLICKS[:2]
@@ -87,6 +88,7 @@ def test_negative_points_shrink_the_mask(home: ModelStore, astronaut: np.ndarray
     assert cut.sum() < 0.9 * kept.sum() and not (cut & ~kept).sum() > 0.02 * kept.sum()
 
 
+@pytest.mark.slow
 def test_one_click_selects_the_object_under_it(home: ModelStore, astronaut: np.ndarray) -> None:
     toolkit = Toolkit()
     tank = click(toolkit, astronaut, points=(CLICKS[0],))
@@ -97,6 +99,7 @@ def test_one_click_selects_the_object_under_it(home: ModelStore, astronaut: np.n
     assert not orbiter[:40].any()  # not the tank's tip
 
 
+@pytest.mark.slow
 def test_grabcut_alone_is_the_mask_before_refinement(
     astronaut: np.ndarray, shuttle: np.ndarray
 ) -> None:
@@ -188,6 +191,7 @@ def test_a_model_added_as_a_folder_is_read_by_its_inputs(
     assert model.family == "sam2"
 
 
+@pytest.mark.slow
 def test_grabcut_can_be_asked_for_when_sam_is_here(
     home: ModelStore, tmp_path: Path, astronaut: np.ndarray
 ) -> None:

@@ -113,6 +113,7 @@ def toolkit() -> Toolkit:
 # --- the official OpenAI client ------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_openai_client_edit_and_variations(photo: np.ndarray, hole: np.ndarray) -> None:
     import openai
 
@@ -343,6 +344,7 @@ def test_health_ready_metrics_docs_and_keys() -> None:
 # --- jobs --------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_jobs_progress_events_result_cancel_and_expiry(photo: np.ndarray, hole: np.ndarray) -> None:
     image, mask = base64.b64encode(png(photo)).decode(), base64.b64encode(png(hole)).decode()
     settings = ServerSettings(concurrency=1, job_ttl_s=0.5)
@@ -395,6 +397,7 @@ def test_jobs_progress_events_result_cancel_and_expiry(photo: np.ndarray, hole: 
         )
 
 
+@pytest.mark.slow
 def test_a_burst_gets_429_with_retry_after_not_a_crash(photo: np.ndarray, hole: np.ndarray) -> None:
     settings = ServerSettings(concurrency=1, queue_size=1)
     with live(create_app(toolkit(), settings)) as url:
@@ -457,7 +460,7 @@ def test_urls_to_non_public_addresses_are_refused_before_connecting(url: str) ->
 def test_url_fetch_follows_redirects_only_to_public_addresses(photo: np.ndarray) -> None:
     Images.body = png(photo)
     server = ThreadingHTTPServer(("127.0.0.1", 0), Images)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    threading.Thread(target=server.serve_forever, args=(0.01,), daemon=True).start()
     base = f"http://127.0.0.1:{server.server_address[1]}"
     allowed = frozenset({"127.0.0.1"})  # this test server only; every other host is checked
     try:
@@ -486,6 +489,7 @@ def test_url_fetch_follows_redirects_only_to_public_addresses(photo: np.ndarray)
         server.server_close()
 
 
+@pytest.mark.slow
 def test_shutdown_lets_jobs_finish_within_the_grace_then_cancels(
     photo: np.ndarray, hole: np.ndarray
 ) -> None:

@@ -429,6 +429,7 @@ def test_a_flood_of_big_uploads_is_refused_before_reading(tmp_path: Path) -> Non
 # --- jobs: on disk, bounded, scoped, surviving a restart -------------------------------------------
 
 
+@pytest.mark.slow
 def test_jobs_are_bounded_on_disk_scoped_to_keys_and_survive_a_restart(tmp_path: Path) -> None:
     from fastapi.testclient import TestClient
 
@@ -538,6 +539,7 @@ def test_url_results_are_signed_links_that_need_no_key_and_expire() -> None:
         assert httpx.get(link.split("?")[0]).status_code == 401
 
 
+@pytest.mark.slow
 def test_slow_headers_are_cut_off(tmp_path: Path) -> None:
     settings = ServerSettings(header_timeout_s=1.0)
     with serving(settings, Toolkit()) as (url, _):

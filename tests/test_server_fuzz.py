@@ -10,6 +10,7 @@ replaced by the same check that lets 503 through)."""
 
 from __future__ import annotations
 
+import pytest
 import schemathesis
 from hypothesis import HealthCheck, settings
 from schemathesis.checks import not_a_server_error
@@ -17,6 +18,8 @@ from schemathesis.specs.openapi.checks import positive_data_acceptance
 
 from retouch.api import Toolkit
 from retouch.server import ServerSettings, create_app
+
+pytestmark = pytest.mark.slow  # hundreds of generated requests
 
 APP = create_app(
     Toolkit(), ServerSettings(sd_inpaint=True, max_pixels=4_000_000, request_timeout_s=30)

@@ -135,6 +135,7 @@ def test_img2img_is_sd3_image_to_image_with_strength(
         toolkit.edit(small_photo, "x", provider="stability", model="sd3-x")
 
 
+@pytest.mark.slow
 def test_variations_are_n_runs_with_distinct_seeds(
     toolkit: Any, fake: FakeStability, small_photo: np.ndarray
 ) -> None:
@@ -243,6 +244,7 @@ def test_the_fake_refuses_what_the_service_refuses(fake: FakeStability) -> None:
     assert loose.status_code == 400 and "0.1-0.5" in loose.json()["errors"][0]
 
 
+@pytest.mark.slow
 def test_a_big_image_is_sent_within_10_mib(toolkit: Any, fake: FakeStability) -> None:
     noisy = np.random.default_rng(2).integers(0, 256, (1700, 2100, 3), dtype=np.uint8)
     assert len(png_bytes(noisy)) > 10 * 2**20  # lossless, the request would get a 413

@@ -378,6 +378,7 @@ def test_list_styles_prints_names(capsys: pytest.CaptureFixture[str]) -> None:
         assert lines[index].split() == [str(index), name, f"style-{index}"]
 
 
+@pytest.mark.slow
 def test_studio_opens_the_browser_once_the_server_listens(monkeypatch: pytest.MonkeyPatch) -> None:
     import webbrowser
 

@@ -57,6 +57,7 @@ def test_builtin_styles_change_the_image_in_proportion_to_strength(astronaut: np
     assert np.abs(blend - three).mean() > 5  # a blend is not style 3 alone
 
 
+@pytest.mark.slow
 def test_full_resolution_odd_sizes_and_big_photos(astronaut: np.ndarray) -> None:
     odd = np.ascontiguousarray(astronaut[:301, :237])
     assert retouch.stylize(odd, style=1).image.pixels.shape == (301, 237, 3)

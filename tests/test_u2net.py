@@ -57,6 +57,7 @@ def test_astronaut_subject_mask_matches_the_model_and_keeps_the_person(
     assert np.array_equal(background, 255 - mask)
 
 
+@pytest.mark.slow
 def test_cutout_modes(astronaut: np.ndarray, tmp_path: Path) -> None:
     cut = retouch.remove_background(astronaut).image.pixels
     assert cut.shape == (512, 512, 4)
@@ -127,6 +128,7 @@ def composite(background: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 
 @pytest.mark.parametrize("background", ["green", "blue"])
+@pytest.mark.slow
 def test_matting_lowers_alpha_error_and_decontamination_removes_the_old_background(
     background: str,
 ) -> None:
