@@ -59,7 +59,9 @@ export class Runs extends EventTarget {
       let last = job;
       for await (const state of this.api.events(job.id, run.controller.signal)) {
         last = state;
-        this.update(run, { status: state.status, progress: state.progress });
+        // The final state is applied below, once its result is in hand.
+        const status = ENDED.includes(state.status) ? undefined : state.status;
+        this.update(run, { status, progress: state.progress });
       }
       if (last.status === "succeeded") await this.collect(run, last);
       else if (last.status === "failed") this.update(run, { status: "failed", error: last.error?.message ?? "failed" });
@@ -111,8 +113,9 @@ export class Runs extends EventTarget {
       return;
     }
     try {
+      // The event stream reports the end; the reply only settles a job that never started.
       const state = await this.api.cancelJob(run.job.id);
-      this.update(run, { status: state.status });
+      if (state.status === "cancelled") this.update(run, { status: "cancelled" });
     } catch (error) {
       this.update(run, { note: error.message });
     }
@@ -129,7 +132,9 @@ export class Runs extends EventTarget {
   }
 
   update(run, { status, progress, error, note } = {}) {
-    if (status) run.status = status;
+    // An ended run stays ended: answers can arrive out of order (a cancel's reply, taken
+    // while the work still ran, may come after the event stream's final state).
+    if (status && !ENDED.includes(run.status)) run.status = status;
     const card = run.card;
     card.root.dataset.status = run.status;
     const active = !ENDED.includes(run.status);
