@@ -255,6 +255,17 @@ def test_guidance_to_openai_is_refused_in_python_cli_and_http(
         )
         assert r.status_code == 400 and r.json()["error"]["param"] == "guidance"
         assert "guidance is not supported by openai" in r.json()["error"]["message"]
+    # With no key set, what no key could fix is still said first, not "set OPENAI_API_KEY".
+    monkeypatch.delenv("OPENAI_API_KEY")
+    with pytest.raises(UnsupportedOperation, match="guidance is not supported by openai"):
+        Toolkit().inpaint(image, mask, "a hat", guidance=5.0, provider="openai")
+    with TestClient(create_app(Toolkit(), ServerSettings())) as client:
+        r = client.post(
+            "/v1/inpaint",
+            files={"image": ("p.png", image.read_bytes()), "mask": ("m.png", mask.read_bytes())},
+            data={"prompt": "a hat", "guidance": "5", "provider": "openai"},
+        )
+        assert r.status_code == 400 and r.json()["error"]["param"] == "guidance"
 
 
 class Restorer:

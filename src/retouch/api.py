@@ -158,6 +158,9 @@ class Toolkit:
                 able = [p.info.name for p in self.registry.supporting(operation)]
                 hint = f"; providers that do: {', '.join(able)}" if able else ""
                 raise UnsupportedOperation(f"provider {name!r} does not do {operation}{hint}")
+            if request is not None:  # what it cannot honour is said first: no key fixes that
+                spec = provider.info.operations[operation]
+                self.check_request(_with_model_option(request, spec), spec, name)
             status = provider.status()
             if not (names_model and status.needs_model):
                 _raise_unless_ready(status, name)
