@@ -165,3 +165,34 @@ def test_large_radii_cost_what_small_ones_do_and_stay_close_to_exact() -> None:
     assert np.abs(masks.feather(square, 40).astype(int) - exact_feather.astype(int)).max() <= 4
     assert (masks.grow(square, 5000) == 255).all()  # huge radii finish (and mean it)
     assert not masks.shrink(square, 5000).any()
+
+
+def test_shape_masks_off_the_picture_and_impossible_sizes_are_refused(
+    tmp_path,  # type: ignore[no-untyped-def]
+    capsys,
+) -> None:
+    """A shape wholly outside the picture selects nothing: refused (not an all-black mask);
+    --size 0x0 and a size far over the pixel limit exit 2 at once, with no file written."""
+    from retouch.api import Toolkit
+    from retouch.cli import main
+    from retouch.types import MaskRequest
+
+    toolkit = Toolkit()
+    photo = toolkit.load(np.zeros((48, 64, 3), np.uint8))
+    with pytest.raises(MaskError, match="outside the 64 x 48 image") as info:
+        toolkit.run(MaskRequest(image=photo, kind="rect", box=(100, 100, 120, 120)))
+    assert info.value.param == "box"
+    triangle = [(70.0, 0.0), (90.0, 0.0), (80.0, 20.0)]
+    with pytest.raises(MaskError, match="outside"):
+        toolkit.run(MaskRequest(image=photo, kind="polygon", points=triangle))
+    edge = toolkit.run(MaskRequest(image=photo, kind="rect", box=(60, 40, 120, 120)))
+    assert int((edge.image.pixels[:, :, 0] > 0).sum()) == 4 * 8  # clipped, kept
+    out = tmp_path / "m.png"
+    for size, said in (("0x0", "at least 1 px"), ("100000x100000", "over the limit")):
+        try:
+            code = main(["mask", "ellipse", "--size", size, "--box", "1,1,2,2", "-o", str(out)])
+        except SystemExit as exited:  # argparse's own refusal
+            code = int(exited.code or 0)
+        assert code == 2
+        assert said in capsys.readouterr().err
+        assert not out.exists()

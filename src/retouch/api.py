@@ -186,7 +186,7 @@ class Toolkit:
             raise UnsupportedOperation(
                 f"no installed provider does {operation}; see `retouch providers` for what is installed"
             )
-        reasons = "; ".join(f"{p.info.name}: {p.status().detail}" for p in candidates)
+        reasons = "; ".join(_named(p.info.name, p.status().detail) for p in candidates)
         raise ProviderUnavailable(f"no provider is ready for {operation} ({reasons})")
 
     def providers(self) -> list[ProviderReport]:
@@ -339,6 +339,7 @@ class Toolkit:
             return mask_ops.invert(made) if invert else made
         return mask_ops.load_mask(
             mask,
+            name="mask" if isinstance(mask, (bytes, bytearray, memoryview)) else None,
             size=picture.size,
             mask_from=mask_from,
             invert=invert,
@@ -1259,6 +1260,11 @@ def _check_size(pixels: Pixels, width: int, height: int, provider: str) -> None:
             f"provider {provider} returned {pixels.shape[1]} x {pixels.shape[0]} for a "
             f"{width} x {height} input; this is a bug in the provider"
         )
+
+
+def _named(name: str, detail: str) -> str:
+    """``name: detail``, once (many details already start with their provider's name)."""
+    return detail if detail.startswith(f"{name}:") else f"{name}: {detail}"
 
 
 def _raise_unless_ready(status: ProviderStatus, name: str) -> None:

@@ -75,7 +75,15 @@ def _size(text: str) -> tuple[int, int]:
     parts = text.lower().split("x")
     if len(parts) != 2:
         raise argparse.ArgumentTypeError(f"a size is WIDTHxHEIGHT, e.g. 512x512, got {text!r}")
-    return int(parts[0]), int(parts[1])
+    try:
+        width, height = int(parts[0]), int(parts[1])
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"a size is two whole numbers, WIDTHxHEIGHT, e.g. 512x512, got {text!r}"
+        ) from None
+    if width < 1 or height < 1:
+        raise argparse.ArgumentTypeError(f"a size needs both sides of at least 1 px, got {text!r}")
+    return width, height
 
 
 def _server_env() -> list[tuple[str, str, Any]]:
@@ -282,7 +290,7 @@ def _fields_parser(
             parser.add_argument(
                 "image",
                 nargs="?" if optional else None,
-                help=f"{spec.param.help}: a file (PNG, JPEG, WebP, TIFF...) or a folder of them",
+                help=f"{spec.param.help}, or a folder of them",
             )
         elif p.cli:
             # mask text's phrase may instead follow the image (cmd_operation checks one came)
@@ -642,7 +650,9 @@ def cmd_operation(args: argparse.Namespace) -> int:
             import numpy as np
 
             width, height = args.size
-            image = np.zeros((height, width, 3), np.uint8)  # only its size is used
+            # Only its size is used: one black pixel seen at that size (no memory taken, so
+            # the pixel limit, not an allocation, answers a huge size).
+            image = np.broadcast_to(np.zeros((1, 1, 3), np.uint8), (height, width, 3))
             if not args.output:
                 raise UsageError("give an output file with -o")
     if image is None or (isinstance(image, str) and not image):

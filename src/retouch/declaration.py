@@ -449,9 +449,10 @@ def check_support(
                 f"one that does{hint}",
                 param=name,
             )
+        where = "" if provider == request.operation else f" for {request.operation}"
         raise UnsupportedOperation(
-            f"{name} is not supported by {provider} for {request.operation} ({provider} does not "
-            f"use {name}); leave it out or pick a provider that does{hint}",
+            f"{name} is not supported by {provider}{where} ({provider} does not use {name}); "
+            f"leave it out or pick a provider that does{hint}",
             param=name,
         )
 

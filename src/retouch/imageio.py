@@ -577,7 +577,9 @@ def check_output(path: str | Path, *, overwrite: bool) -> Path:
     target = Path(path)
     format_for(target)
     if target.exists() and not overwrite:
-        raise OutputExists(f"{target} exists; pass --overwrite (overwrite=True) to replace it")
+        raise OutputExists(
+            f"{target} exists; replace it with --overwrite (overwrite=True in Python)"
+        )
     if target.is_dir():
         raise InvalidRequest(f"{target} is a folder; give a file name")
     return target

@@ -157,7 +157,8 @@ def fit_mask(
     if not resize:
         raise MaskError(
             f"{name} is {width} x {height} but the image is {size[0]} x {size[1]}; "
-            "make them the same size or pass resize_mask=True (--resize-mask)"
+            "make them the same size or ask for the mask to be resized "
+            "(--resize-mask; resize_mask=True in Python, resize_mask in HTTP forms and recipes)"
         )
     return np.asarray(Image.fromarray(mask, "L").resize(size, Image.Resampling.BILINEAR))
 

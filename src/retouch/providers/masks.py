@@ -11,7 +11,7 @@ import numpy as np
 
 from retouch import masks as mask_ops
 from retouch._modules import module_available
-from retouch.errors import DependencyMissing, UnsupportedOperation
+from retouch.errors import DependencyMissing, MaskError, UnsupportedOperation
 from retouch.results import ImageResult, OutputImage
 from retouch.types import (
     Mask,
@@ -60,12 +60,20 @@ class MasksProvider:
 
 def make(request: MaskRequest) -> Mask:
     picture, kind, size = request.image, request.kind, request.image.size
-    if kind in ("rect", "ellipse"):
-        assert request.box is not None  # the declaration requires it for these kinds
-        draw = mask_ops.rectangle if kind == "rect" else mask_ops.ellipse
-        return draw(size, request.box)
-    if kind == "polygon":
-        return mask_ops.polygon(size, request.points)
+    if kind in ("rect", "ellipse", "polygon"):
+        if kind == "polygon":
+            shape, where = mask_ops.polygon(size, request.points), "points"
+        else:
+            assert request.box is not None  # the declaration requires it for these kinds
+            draw = mask_ops.rectangle if kind == "rect" else mask_ops.ellipse
+            shape, where = draw(size, request.box), "box"
+        if not shape.any():  # a shape wholly off the picture: an empty mask is never meant
+            raise MaskError(
+                f"the {kind} lies outside the {size[0]} x {size[1]} image: it selects nothing; "
+                f"give a {where} inside it (x 0..{size[0]}, y 0..{size[1]})",
+                param=where,
+            )
+        return shape
     if kind == "from-alpha":
         return mask_ops.mask_from_picture(picture, mask_from="alpha")
     mask = mask_ops.mask_from_picture(picture, mask_from="luminance")
