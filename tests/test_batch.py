@@ -147,6 +147,32 @@ def test_product_recipe_on_20_photos_then_a_resume_that_skips_all(
     assert len(lines(out / "audit.jsonl")) == 120  # one 'skipped' line per item
 
 
+@pytest.mark.slow
+def test_product_recipe_keeps_the_asked_grey_and_the_products_colour_on_real_photos(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Whole photos whose subject has a strong colour (the orange suit, the red-brown cup,
+    the ginger cat): the background is the recipe's #f2f2f2 (242) in the top corners, neutral,
+    and the subject keeps its own colour (grey-world balancing after the composite had
+    turned the grey cyan, about (210, 252, 255), behind the orange suit)."""
+    shots = tmp_path / "shots"
+    shots.mkdir()
+    for name in ("astronaut", "coffee", "chelsea"):
+        picture = Image.fromarray(_source(name))
+        picture.thumbnail((160, 160))
+        picture.save(shots / f"{name}.png")
+    out = tmp_path / "shop"
+    code, _, err = run(["batch", str(EXAMPLES / "product-photo.yaml"), str(shots), "-o", str(out), "-q"], capsys)  # fmt: skip
+    assert code == 0, err
+    for name in ("astronaut", "coffee", "chelsea"):
+        written = imageio.load_image(out / f"{name}.webp").pixels.astype(int)
+        corners = np.concatenate([written[:4, :4], written[:4, -4:]]).reshape(-1, 3)  # top
+        assert np.abs(corners - 242).max() <= 3, (name, corners.mean(axis=0))  # WebP's loss
+    suit = imageio.load_image(out / "astronaut.webp").pixels[200:260, 40:100].astype(int)
+    red, green, blue = suit.reshape(-1, 3).mean(axis=0)
+    assert red > blue + 60 and red > green + 30, (red, green, blue)  # still orange
+
+
 # --- failures are isolated and summarised ----------------------------------------------------
 
 
