@@ -136,3 +136,30 @@ def test_erase_auto_fills_big_border_holes_from_the_band(
     assert np.array_equal(result.image.pixels[mask == 0], small_photo[mask == 0])
     forced = retouch.erase(small_photo, mask, seed=2, options={"method": "band"})
     assert forced.model == "band"
+
+
+def test_band_fills_report_each_round_and_stop_when_cancelled(small_photo: np.ndarray) -> None:
+    """The band fill reports every round of search and vote (an outpaint per new strip), so
+    a long fill shows progress and a cancel stops it within a round, not at the end."""
+    from retouch.errors import Cancelled
+    from retouch.types import Progress
+
+    seen: list[Progress] = []
+    retouch.outpaint(sky_and_grass(), left=40, top=24, seed=1, progress=seen.append)
+    for side in ("left", "top"):
+        rounds = [p for p in seen if p.stage == f"outpaint {side}"]
+        assert len(rounds) >= 4, [p.stage for p in seen]
+        assert [p.step for p in rounds] == list(range(1, len(rounds) + 1))
+        assert rounds[-1].step == rounds[-1].total  # planned as run
+
+    def cancel_after_two(p: Progress) -> None:
+        if p.stage.startswith("outpaint ") and p.step >= 2:
+            raise Cancelled("the work was cancelled")
+
+    with pytest.raises(Cancelled):
+        retouch.outpaint(sky_and_grass(), left=40, seed=1, progress=cancel_after_two)
+    mask = np.zeros(small_photo.shape[:2], np.uint8)
+    mask[30:64, 0:40] = 255  # a deep border hole: the band fill
+    erased: list[Progress] = []
+    retouch.erase(small_photo, mask, seed=2, options={"method": "band"}, progress=erased.append)
+    assert max(p.total for p in erased if p.stage == "erase") >= 4

@@ -493,6 +493,7 @@ def _progress(quiet: bool) -> tuple[Callable[[Progress], None], Callable[[], Non
         bar = bars.get(p.stage)
         if bar is None:
             bar = bars[p.stage] = tqdm(total=p.total, desc=p.stage, unit="step", leave=False)
+        bar.total = p.total  # a stage may learn its length as it goes (a fill's rounds)
         bar.n = p.step
         bar.refresh()
 

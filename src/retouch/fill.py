@@ -28,6 +28,7 @@ continues into the hole is what touches it:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -38,6 +39,9 @@ Image = NDArray[np.float32]
 """H x W x 3 float32 pixels in 0..255."""
 BoolMap = NDArray[np.bool_]
 Coords = NDArray[np.int32]
+OnRound = Callable[[int, int], None]
+"""Told (rounds done, rounds planned) after each round of search and vote; raising from it
+(a cancel) stops the fill."""
 RGB8 = NDArray[np.uint8]
 
 
@@ -594,6 +598,7 @@ def synthesise(
     seed: int,
     anchor: BoolMap | None = None,
     settings: FillSettings = DEFAULT,
+    on_round: OnRound | None = None,
 ) -> Image:
     """``hole`` filled coarse to fine by patches copied from ``source`` (a band ``band``
     pixels wide); other pixels unchanged. The fill grows from ``anchor`` (default: every
@@ -623,6 +628,11 @@ def synthesise(
         ):
             break
         levels.append(last.half())
+    planned = settings.coarse_iterations + sum(
+        settings.middle_iterations if depth else settings.fine_iterations
+        for depth in range(len(levels) - 1)
+    )
+    done = 0
     coarsest = levels[-1]
     coarsest.pixels = blurred_extension(coarsest.pixels, ~coarsest.hole | coarsest.anchor, ring=1)
     previous: _Synthesis | None = None
@@ -660,6 +670,9 @@ def synthesise(
             )
             final = depth == 0 and round_ == iterations - 1
             synth.vote(radius=settings.final_vote_radius if final else None)
+            done += 1
+            if on_round is not None:
+                on_round(done, max(planned, done))
         previous = synth
     return levels[0].pixels
 
@@ -677,6 +690,7 @@ def fill_from_band(
     seam: int = 0,
     direction: Direction = None,
     settings: FillSettings = DEFAULT,
+    on_round: OnRound | None = None,
 ) -> RGB8:
     """``hole`` filled from the known pixels within ``band`` of it.
 
@@ -711,7 +725,14 @@ def fill_from_band(
         )
         pixels = np.where((part & ~synthesised)[:, :, None], beyond, pixels)
     filled = synthesise(
-        pixels, synthesised, near[crop], band=band, seed=seed, anchor=~unknown, settings=settings
+        pixels,
+        synthesised,
+        near[crop],
+        band=band,
+        seed=seed,
+        anchor=~unknown,
+        settings=settings,
+        on_round=on_round,
     )
     if reach is not None:
         alpha = np.clip((reach + fade - depth) / fade, 0.0, 1.0)[:, :, None]
@@ -737,13 +758,16 @@ def fill_hole(
     seed: int,
     band_ratio: float = 0.5,
     settings: FillSettings = DEFAULT,
+    on_round: OnRound | None = None,
 ) -> RGB8:
     """An erase hole filled by the rules of ``extend``: from the known pixels within a band
     ``band_ratio`` x the hole's depth (at least 16 pixels), coarse to fine, reuse penalised.
     No fade: the band is a ring around the hole, and a blurred core in a sharp frame would
     read as a ghost of what was erased."""
     band = max(MIN_BAND, round(band_ratio * hole_depth(hole)))
-    return fill_from_band(rgb, hole, band=band, reach=None, seed=seed, settings=settings)
+    return fill_from_band(
+        rgb, hole, band=band, reach=None, seed=seed, settings=settings, on_round=on_round
+    )
 
 
 def extend(
@@ -758,6 +782,7 @@ def extend(
     band_ratio: float = 0.5,
     reach_ratio: float = 1.0,
     settings: FillSettings = DEFAULT,
+    on_round: Callable[[str, int, int], None] | None = None,
 ) -> RGB8:
     """The picture on a larger canvas, each new strip filled from the band next to its side.
 
@@ -765,7 +790,8 @@ def extend(
     width. A strip's band is ``band_ratio`` x its width (at least 16 pixels, at most what is
     known on that side); detail reaches ``reach_ratio`` x the band into the strip and fades
     into the blurred extension over the next half band. ``seam`` pixels of the picture next
-    to each strip are synthesised too, for the caller to cross-fade.
+    to each strip are synthesised too, for the caller to cross-fade. ``on_round`` is told
+    (side, rounds done, rounds planned) as each strip is filled.
     """
     h, w = rgb.shape[:2]
     canvas = np.zeros((h + top + bottom, w + left + right, 3), np.uint8)
@@ -778,21 +804,27 @@ def extend(
         return edge, min(extent - edge, max(MIN_BAND, round(band_ratio * extension)))
 
     rows, everything = slice(top, top + h), slice(0, canvas.shape[1])
-    plans: list[tuple[tuple[slice, slice], int, int, Direction]] = []
+    plans: list[tuple[str, tuple[slice, slice], int, int, Direction]] = []
     if left:
         edge, band = sizes(left, w)
-        plans.append(((rows, slice(0, left + edge + band)), edge, band, "rows"))
+        plans.append(("left", (rows, slice(0, left + edge + band)), edge, band, "rows"))
     if right:
         edge, band = sizes(right, w)
-        plans.append(((rows, slice(left + w - edge - band, canvas.shape[1])), edge, band, "rows"))
+        crop = (rows, slice(left + w - edge - band, canvas.shape[1]))
+        plans.append(("right", crop, edge, band, "rows"))
     if top:
         edge, band = sizes(top, h)
-        plans.append(((slice(0, top + edge + band), everything), edge, band, "columns"))
+        plans.append(("top", (slice(0, top + edge + band), everything), edge, band, "columns"))
     if bottom:
         edge, band = sizes(bottom, h)
         crop = (slice(top + h - edge - band, canvas.shape[0]), everything)
-        plans.append((crop, edge, band, "columns"))
-    for index, (crop, edge, band, direction) in enumerate(plans):
+        plans.append(("bottom", crop, edge, band, "columns"))
+    for index, (side, crop, edge, band, direction) in enumerate(plans):
+
+        def told(done: int, planned: int, side: str = side) -> None:
+            if on_round is not None:
+                on_round(side, done, planned)
+
         canvas[crop] = fill_from_band(
             canvas[crop],
             ~known[crop],
@@ -802,6 +834,7 @@ def extend(
             seam=edge,
             direction=direction,
             settings=settings,
+            on_round=told,
         )
         known[crop] = True
     return canvas

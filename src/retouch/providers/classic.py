@@ -181,7 +181,12 @@ class ClassicProvider:
         filled: Pixels
         if method == "band":
             seed = draw_seed(request.seed)
-            filled = fill.fill_hole(rgb, hole > 0, seed=seed)
+            filled = fill.fill_hole(
+                rgb,
+                hole > 0,
+                seed=seed,
+                on_round=lambda done, planned: progress(Progress("erase", done, planned)),
+            )
         elif method == "patchmatch":
             seed = draw_seed(request.seed)
             filled = patchmatch_fill(rgb, hole, patch_size=options.patch_size, seed=seed)
@@ -207,7 +212,16 @@ class ClassicProvider:
             # the band the Toolkit cross-fades, clamped as compose.outpaint_canvas clamps it
             seam = max(0, min(request.feather, width // 4, height // 4))
             filled = fill.extend(
-                rgb, left=left, right=right, top=top, bottom=bottom, seed=seed, seam=seam
+                rgb,
+                left=left,
+                right=right,
+                top=top,
+                bottom=bottom,
+                seed=seed,
+                seam=seam,
+                on_round=lambda side, done, planned: progress(
+                    Progress(f"outpaint {side}", done, planned)
+                ),
             )
         else:
             canvas, to_fill, _ = compose.outpaint_canvas(
