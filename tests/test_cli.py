@@ -327,6 +327,25 @@ def test_upscale_file_and_folder_skipping_done_files(
         ["upscale", str(photos), "--scale", "2", "-o", str(out_dir), "--json"], capsys
     )
     assert json.loads(stdout)["skipped"] == 2
+    # Skipping trusts only what retouch wrote with the values asked now: another scale, or
+    # a file of the same name from elsewhere, is left alone and reported (exit 3), never
+    # counted as done.
+    made = (out_dir / "b.jpg").read_bytes()
+    code, stdout, err = run(
+        ["upscale", str(photos), "--scale", "3", "-o", str(out_dir), "--json"], capsys
+    )
+    assert code == 3 and "was made with scale=2.0, not 3" in err
+    assert (json.loads(stdout)["done"], json.loads(stdout)["failed"]) == (0, 2)
+    assert (out_dir / "b.jpg").read_bytes() == made
+    foreign = Image.fromarray(np.zeros((8, 8, 3), np.uint8))
+    foreign.save(out_dir / "a.png")
+    code, stdout, err = run(
+        ["upscale", str(photos), "--scale", "2", "-o", str(out_dir), "--json"], capsys
+    )
+    assert code == 3 and "a.png exists but was not written by retouch" in err
+    summary = json.loads(stdout)
+    assert (summary["done"], summary["skipped"], summary["failed"]) == (0, 1, 1)
+    assert Image.open(out_dir / "a.png").size == (8, 8)  # kept as it was
 
 
 def test_upscale_bad_input_writes_nothing(

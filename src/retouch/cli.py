@@ -665,7 +665,7 @@ def cmd_operation(args: argparse.Namespace) -> int:
         return toolkit.run(request, progress=progress)
 
     if isinstance(image, str) and Path(image).is_dir():
-        return _run_folder(args, label, call, suffix)
+        return _run_folder(args, label, call, suffix, asked=values)
     return _run_operation(args, label, lambda progress: call(image, progress), suffix)
 
 
@@ -689,13 +689,16 @@ def _run_folder(
     operation: str,
     call: Callable[[str, Callable[[Progress], None]], ImageResult],
     suffix: str | None = None,
+    asked: Mapping[str, Any] | None = None,
 ) -> int:
     """Run ``call`` on every image in a folder into an output folder, skipping done files.
 
-    A file that fails is reported and the rest go on; the exit code is that of the first
-    failure (0 when all succeed).
+    A file counts as done when retouch wrote it for this operation with the values asked
+    now (read back from its embedded parameters); any other file of that name is left alone
+    and reported. A file that fails is reported and the rest go on; the exit code is that of
+    the first failure (0 when all succeed).
     """
-    from retouch.errors import RetouchError
+    from retouch.errors import OutputExists, RetouchError
 
     source = Path(args.image)
     target_dir = (
@@ -713,50 +716,86 @@ def _run_folder(
     def output_for(path: Path) -> Path:
         return target_dir / (path.stem + suffix if suffix else path.name)
 
-    todo = [p for p in files if args.overwrite or not output_for(p).exists()]
-    skipped, failures, first_code = len(files) - len(todo), 0, 0
+    report: list[dict[str, Any]] = []
+    done = skipped = failures = first_code = 0
+
+    def failed(path: Path, exc: RetouchError) -> None:
+        nonlocal failures, first_code
+        failures += 1
+        first_code = first_code or exit_code_for(exc)
+        print(f"retouch: error: {path.name}: {exc}", file=sys.stderr)
+        report.append({"input": str(path), "error": str(exc)})
+
+    todo = []
+    for path in files:
+        out = output_for(path)
+        if args.overwrite or not out.exists():
+            todo.append(path)
+        elif (reason := _not_done(out, args.operation, asked or {})) is not None:
+            failed(path, OutputExists(f"{out} exists but {reason}; pass --overwrite to replace it"))
+        else:
+            skipped += 1
     bar = None
     if not args.quiet and sys.stderr.isatty():
         from tqdm import tqdm
 
         bar = tqdm(total=len(todo), desc=operation, unit="image")
-    report: list[dict[str, Any]] = []
     for path in todo:
-        out = output_for(path)
         try:
             result = call(str(path), lambda _: None)
-            written = result.save(out, overwrite=args.overwrite, quality=args.quality)
+            written = result.save(output_for(path), overwrite=args.overwrite, quality=args.quality)
+            done += 1
             report.append(
                 {"input": str(path), "outputs": [str(w) for w in written], **result.metadata()}
             )
         except RetouchError as exc:
-            failures += 1
-            first_code = first_code or exit_code_for(exc)
-            print(f"retouch: error: {path.name}: {exc}", file=sys.stderr)
-            report.append({"input": str(path), "error": str(exc)})
+            failed(path, exc)
         if bar is not None:
             bar.update(1)
     if bar is not None:
         bar.close()
     if args.json:
-        print(
-            json.dumps(
-                {
-                    "done": len(todo) - failures,
-                    "skipped": skipped,
-                    "failed": failures,
-                    "files": report,
-                },
-                indent=2,
-                default=str,
-            )
-        )
+        summary = {"done": done, "skipped": skipped, "failed": failures, "files": report}
+        print(json.dumps(summary, indent=2, default=str))
     elif not args.quiet:
         print(
-            f"{operation}: {len(todo) - failures} done, {skipped} skipped (already in {target_dir}), {failures} failed",
+            f"{operation}: {done} done, {skipped} skipped (already in {target_dir}), "
+            f"{failures} failed",
             file=sys.stderr,
         )
     return first_code
+
+
+def _not_done(out: Path, operation: str, asked: Mapping[str, Any]) -> str | None:
+    """Why the file at ``out`` is not this run's output already (None: it is): not an
+    image retouch wrote, another operation's, or made with other values than ``asked``."""
+    from retouch import imageio
+
+    try:
+        made = imageio.read_parameters(out)
+    except Exception:  # unreadable, not an image, a folder: not ours to skip
+        return "cannot be read as an image"
+    if made is None:
+        return "was not written by retouch"
+    if made.get("operation") != operation:
+        return f"was written by retouch {made.get('operation')}"
+    for name, value in asked.items():
+        before = made.get(name)
+        if name in made and _scalar(before) and _scalar(value) and not _same(before, value):
+            return f"was made with {name}={before}, not {value}"
+    return None
+
+
+def _scalar(value: Any) -> bool:
+    return isinstance(value, (str, int, float, bool))
+
+
+def _same(before: Any, now: Any) -> bool:
+    """A value written back from JSON against the one typed now (``2`` vs ``2.0``, ``"2"``)."""
+    try:
+        return float(before) == float(now)
+    except (TypeError, ValueError):
+        return str(before).strip().lower() == str(now).strip().lower()
 
 
 def _opaque_colour(text: str | None) -> bool:
