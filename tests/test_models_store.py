@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import ClassVar
 
 import pytest
+from PIL import Image
 
 from retouch.errors import ChecksumMismatch, DownloadError, InvalidRequest, ModelNotAvailable
 from retouch.models.catalog import CatalogEntry, load_catalog
@@ -173,6 +174,11 @@ def test_add_path_rm_and_verify(tmp_path: Path, server: str) -> None:
         s.add("x", mine, task="paint")
     with pytest.raises(InvalidRequest, match="no such file"):
         s.add("x", tmp_path / "nope.onnx", task="erase")
+    photo = tmp_path / "photo.png"  # a picture registered by mistake: refused, not "ready"
+    Image.new("RGB", (8, 8)).save(photo)
+    with pytest.raises(InvalidRequest, match="is a picture, not model weights"):
+        s.add("x", photo, task="erase")
+    assert s.names_for("erase") == ["mine"]
     assert "forgot" in s.remove("mine") and mine.exists()
     s.pull("good")
     (s.models_dir / "good" / "w.onnx").write_bytes(b"tampered")

@@ -325,6 +325,11 @@ class ModelStore:
         source = path.expanduser().resolve()
         if not source.exists():
             raise InvalidRequest(f"{path}: no such file or folder")
+        if source.is_file() and _is_picture(source):
+            raise InvalidRequest(
+                f"{path} is a picture, not model weights; `retouch models add` registers a "
+                "model file (.onnx, .param/.bin, .safetensors, .ckpt...) or a diffusers folder"
+            )
         entry = self.catalog.get(name)
         if entry is not None and self.shipped_path(entry) is not None:
             raise InvalidRequest(
@@ -416,3 +421,15 @@ def support_model(
             suggested, hint or f"or add one: retouch models add NAME PATH --task {task}"
         )
     return None
+
+
+def _is_picture(path: Path) -> bool:
+    """Whether ``path`` is a photo file (read from its header only; formats with a strict
+    signature, so model weights are never taken for one)."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path, formats=["PNG", "JPEG", "WEBP", "GIF", "BMP", "TIFF"]):
+            return True
+    except (UnidentifiedImageError, OSError, ValueError):
+        return False
