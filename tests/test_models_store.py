@@ -148,8 +148,9 @@ def test_a_second_mirror_is_tried(tmp_path: Path, server: str) -> None:
 
 def test_unreachable_server_and_offline_mode(tmp_path: Path, server: str) -> None:
     closed = entry("closed", "http://127.0.0.1:9/w.onnx", SHA)
-    with pytest.raises(DownloadError, match="could not connect"):
+    with pytest.raises(DownloadError, match="could not connect") as failed:
         store(tmp_path, closed).pull("closed")
+    assert "retouch models add closed PATH --task erase" in str(failed.value)  # the way round
     offline = store(tmp_path, entry("off", f"{server}/w.onnx", SHA), offline=True)
     with pytest.raises(DownloadError, match="RETOUCH_OFFLINE"):
         offline.pull("off")

@@ -916,10 +916,14 @@ def cmd_models(args: argparse.Namespace) -> int:
         if args.json:
             print(json.dumps([r.__dict__ for r in records], indent=2))
             return 0
+        rows = [("NAME", "TASK", "FORMAT", "STATE", "SIZE", "LICENCE")]
         for r in records:
-            size = f"{r.size / 2**20:.0f} MB" if r.size else ""
             licence = (r.license or "") + (" (gated)" if r.gated else "")
-            print(f"{r.name:<30} {r.task:<14} {r.format:<12} {r.state:<11} {size:>9}  {licence}")
+            rows.append((r.name, r.task, r.format, r.state, _megabytes(r.size), licence))
+        widths = [max(len(row[i]) for row in rows) for i in range(5)]
+        for row in rows:
+            cells = [row[i].rjust(w) if i == 4 else row[i].ljust(w) for i, w in enumerate(widths)]
+            print("  ".join([*cells, row[5]]).rstrip())
         return 0
     if action == "pull":
         report, close = _progress(args.quiet)
@@ -965,6 +969,14 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "batch": cmd_batch,
     "recipe": cmd_recipe,
 }
+
+
+def _megabytes(size: int | None) -> str:
+    """A model's size as people read it ("?" when the catalog does not know it)."""
+    if not size:
+        return "?"
+    megabytes = size / 2**20
+    return f"{megabytes:.0f} MB" if megabytes >= 10 else f"{megabytes:.1f} MB"
 
 
 def _fail(message: str, code: int) -> NoReturn:

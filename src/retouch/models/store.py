@@ -218,7 +218,7 @@ class ModelStore:
                     entry.format,
                     state,
                     str(where) if where else None,
-                    entry.size,
+                    _size_on_disk(where) if where else entry.size,
                     entry.license,
                     entry.checksum,
                     gated=entry.gated is not None,
@@ -238,6 +238,19 @@ class ModelStore:
             return existing
         if not entry.downloadable or entry.gated:
             self.path(name)  # raises the right ModelNotAvailable hint
+        try:
+            return self._pull(entry, trust=trust, progress=progress)
+        except DownloadError as exc:
+            if self.offline or isinstance(exc, ChecksumMismatch):
+                raise
+            what = "FOLDER" if entry.is_folder else "PATH"
+            raise DownloadError(
+                f"{exc}. Run the pull again to resume, or fetch it another way and register "
+                f"it: retouch models add {entry.name} {what} --task {entry.task}"
+            ) from exc
+
+    def _pull(self, entry: CatalogEntry, *, trust: bool, progress: ProgressCallback) -> Path:
+        name = entry.name
         if entry.is_folder:
             return self._pull_folder(entry, trust=trust, progress=progress)
         if entry.checksum is None and not trust:
@@ -433,3 +446,12 @@ def _is_picture(path: Path) -> bool:
             return True
     except (UnidentifiedImageError, OSError, ValueError):
         return False
+
+
+def _size_on_disk(path: Path) -> int:
+    """Bytes a model takes here: a folder's files, an ncnn .param with its .bin."""
+    if path.is_dir():
+        return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+    weights = path.with_suffix(".bin")
+    extra = weights.stat().st_size if path.suffix == ".param" and weights.is_file() else 0
+    return path.stat().st_size + extra
