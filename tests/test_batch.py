@@ -440,6 +440,8 @@ def test_report_summarises_a_log(tmp_path: Path, capsys: pytest.CaptureFixture[s
     assert f"InvalidImage x1, first: {shots / 'broken.png'}" in text
     found = report(out / "audit.jsonl").as_dict()
     assert found["items"] == {"done": 3, "skipped": 0, "failed": 1}
+    assert "the last run: 0 done, 3 skipped, 1 failed" in text  # what the second run did
+    assert found["last_run"] == {"done": 0, "skipped": 3, "failed": 1}
     assert [s["ok"] for s in found["steps"]] == [3, 3]
     assert [s["failed"] for s in found["steps"]] == [2, 0]  # the broken file, in both runs
 

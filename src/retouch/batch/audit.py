@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import threading
+from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -101,6 +102,8 @@ class Report:
     steps: list[StepFigures]
     errors: dict[str, tuple[int, str, str]]
     """Kind -> (count, first input, first message), over the latest outcome of each item."""
+    last_run: dict[str, int] = field(default_factory=dict)
+    """What the newest run did with its items: done, skipped, failed."""
 
     @property
     def counts(self) -> dict[str, int]:
@@ -114,6 +117,15 @@ class Report:
         out = [
             f"{len(self.items)} items over {len(self.runs)} run(s): {counts['done']} done, "
             f"{counts['skipped']} skipped (done before), {counts['failed']} failed",
+            *(
+                [
+                    f"the last run: {self.last_run.get('done', 0)} done, "
+                    f"{self.last_run.get('skipped', 0)} skipped, "
+                    f"{self.last_run.get('failed', 0)} failed"
+                ]
+                if len(self.runs) > 1
+                else []
+            ),
             "",
             f"{'step':<5} {'name':<22} {'provider':<12} {'model':<20} {'ok':>6} {'failed':>6} "
             f"{'checks':>6} {'mean s':>8} {'max s':>8}",
@@ -138,6 +150,7 @@ class Report:
             "lines": self.lines,
             "runs": self.runs,
             "items": self.counts,
+            "last_run": {"done": 0, "skipped": 0, "failed": 0, **self.last_run},
             "steps": [
                 {
                     "step": s.number,
@@ -165,6 +178,8 @@ def report(path: str | Path) -> Report:
     runs: list[str] = []
     latest: dict[str, tuple[str, dict[str, Any] | None]] = {}
     steps: dict[int, StepFigures] = {}
+    newest: dict[str, str] = {}  # item -> what the newest run did with it
+    current: str | None = None
     for line in lines:
         run = str(line.get("run"))
         if run not in runs:
@@ -172,6 +187,13 @@ def report(path: str | Path) -> Report:
         item = str(line.get("input"))
         status = line.get("status")
         number = line.get("step")
+        if run != current:
+            newest, current = {}, run  # lines come in run order: a new run starts afresh
+        runs_item = newest.get(item)
+        if status in ("failed", "skipped") and runs_item != "failed":
+            newest[item] = str(status)
+        elif status == "ok" and runs_item is None:
+            newest[item] = "done"
         if status == "skipped":  # done before: by an earlier run in this log, or not
             done_before = latest.get(item, ("", None))[0] == "done"
             latest[item] = ("done" if done_before else "skipped", None)
@@ -214,4 +236,5 @@ def report(path: str | Path) -> Report:
         items={k: v for k, (v, _) in latest.items()},
         steps=[steps[k] for k in sorted(steps)],
         errors=errors,
+        last_run=dict(Counter(newest.values())),
     )
