@@ -356,7 +356,7 @@ def test_upscale_bad_input_writes_nothing(
         (["--scale", "0"], "scale"),
         (["--scale", "17"], "scale"),
         (["--model", "nope"], "available: animevideov3"),
-        (["--max-memory", "1M"], "max_memory"),
+        (["--max-memory", "1M"], "max_memory must be at least 64M, got 1M"),
     ):
         code, _, err = run(["upscale", str(astronaut_file), *argv, "-o", str(out)], capsys)
         assert code == 2, err

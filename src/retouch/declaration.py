@@ -281,17 +281,26 @@ def _get(request: Any, path: tuple[str, ...]) -> Any:
     return value
 
 
-def _range_text(p: Param) -> str:
+def _range_text(p: Param, num: Callable[[float], str] | None = None) -> str:
+    num = num or _num
     if p.low is not None and p.high is not None:
-        low = f"above {_num(p.low)}" if p.low_open else _num(p.low)
-        return f"{low}..{_num(p.high)}" if not p.low_open else f"{low} and at most {_num(p.high)}"
+        low = f"above {num(p.low)}" if p.low_open else num(p.low)
+        return f"{low}..{num(p.high)}" if not p.low_open else f"{low} and at most {num(p.high)}"
     if p.low is not None:
-        return f"above {_num(p.low)}" if p.low_open else f"at least {_num(p.low)}"
-    return f"at most {_num(p.high or 0)}"
+        return f"above {num(p.low)}" if p.low_open else f"at least {num(p.low)}"
+    return f"at most {num(p.high or 0)}"
 
 
 def _num(value: float) -> str:
     return str(int(value)) if float(value).is_integer() else f"{value:g}"
+
+
+def _size_text(value: float) -> str:
+    """Bytes as a size field is written (64M, 1.5G, 512K); plain bytes below 1K."""
+    for unit, scale in (("G", 2**30), ("M", 2**20), ("K", 2**10)):
+        if value >= scale:
+            return f"{value / scale:g}{unit}"
+    return _num(value)
 
 
 def check_value(spec: FieldSpec, value: Any, *, diagonal: float | None = None) -> None:
@@ -338,6 +347,8 @@ def check_value(spec: FieldSpec, value: Any, *, diagonal: float | None = None) -
         low_bad = p.low is not None and (number <= p.low if p.low_open else number < p.low)
         high_bad = p.high is not None and number > p.high
         if low_bad or high_bad:
+            if kind == "bytes":  # as the user writes sizes: 64M, not 67108864
+                raise fail(f"must be {_range_text(p, _size_text)}, got {_size_text(number)}")
             raise fail(f"must be {_range_text(p)}, got {value}")
         if p.max_by_image == "diagonal" and diagonal is not None and number > diagonal:
             raise fail(
