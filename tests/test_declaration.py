@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import io
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -14,6 +15,7 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
+import retouch
 from retouch.api import Toolkit
 from retouch.cli import main
 from retouch.declaration import request_fields
@@ -418,3 +420,24 @@ def test_control_fields_from_the_declaration(
             data={"prompt": "x", "control": "openpose", "provider": "openai"},
         )
         assert r.status_code == 400 and r.json()["error"]["param"] == "control"
+
+
+def test_the_operations_command_lists_what_get_operations_answers(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """`retouch operations`: each operation with the providers ready now; with a name, its
+    fields with their flags and ranges; --json is what retouch.operations() gives."""
+    code, out, _ = run_cli(["operations"], capsys)
+    assert code == 0
+    names = [line.split()[0] for line in out.splitlines() if line.strip()]
+    assert names == [op["name"] for op in retouch.operations()]
+    erase = next(line for line in out.splitlines() if line.startswith("erase "))
+    assert "classic" in erase  # ready with no download
+    code, out, _ = run_cli(["operations", "inpaint"], capsys)
+    assert code == 0
+    steps = out[out.index("--steps") :].splitlines()[0]
+    assert "int" in steps and "1..150" in steps
+    code, out, _ = run_cli(["operations", "upscale", "--json"], capsys)
+    assert json.loads(out) == next(o for o in retouch.operations() if o["name"] == "upscale")
+    code, _, err = run_cli(["operations", "paint"], capsys)
+    assert code == 2 and "no operation 'paint'" in err

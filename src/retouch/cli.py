@@ -420,6 +420,14 @@ def build_parser(toolkit: Toolkit | None = None) -> argparse.ArgumentParser:
         "providers", help="list providers, their operations and whether each is ready"
     )
     providers.add_argument("--json", action="store_true")
+    operations = sub.add_parser(
+        "operations",
+        help="list the operations, the providers ready for each, and (with a name) its fields",
+        description="What GET /v1/operations answers: every operation with the providers "
+        "that can run it now; name one for its fields (type, range, default, flag, help).",
+    )
+    operations.add_argument("name", nargs="?", help="an operation, e.g. inpaint")
+    operations.add_argument("--json", action="store_true", help="print JSON")
     return parser
 
 
@@ -906,6 +914,46 @@ def cmd_providers(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_operations(args: argparse.Namespace) -> int:
+    described = _toolkit(args).describe_operations()
+    if args.name is not None:
+        wanted = args.name.replace("remove-bg", "remove-background")
+        described = [op for op in described if op["name"] == wanted]
+        if not described:
+            raise UsageError(f"no operation {args.name!r}; `retouch operations` lists them")
+    if args.json:
+        print(json.dumps(described if args.name is None else described[0], indent=2))
+        return 0
+    for op in described:
+        ready = ", ".join(op["ready"]) or "no provider ready (`retouch providers` says why)"
+        print(f"{op['name']:<18} {ready}")
+        if args.name is None:
+            continue
+        print(f"\n{op['summary']}\n")
+        for field in op["fields"]:
+            flag = "IMAGE" if field["name"] == "image" else " ".join(field.get("cli", []))
+            flag = flag or field["name"]
+            limits = _field_limits(field)
+            print(f"  {flag:<24} {field['type']:<6} {limits}")
+            print(f"  {'':<24} {field.get('help', '')}")
+    return 0
+
+
+def _field_limits(field: Mapping[str, Any]) -> str:
+    """A field's range, choices and default in a few words."""
+    parts = []
+    if "choices" in field:
+        parts.append("|".join(str(c) for c in field["choices"]))
+    low, high = field.get("minimum"), field.get("maximum")
+    if low is not None or high is not None:
+        parts.append(f"{'' if low is None else low}..{'' if high is None else high}")
+    if field.get("required"):
+        parts.append("required")
+    elif field.get("default") not in (None, False, ""):
+        parts.append(f"default {field['default']}")
+    return ", ".join(parts)
+
+
 def cmd_models(args: argparse.Namespace) -> int:
     from retouch.models.store import ModelStore
 
@@ -963,6 +1011,7 @@ def cmd_recipe(args: argparse.Namespace) -> int:
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "faces": cmd_faces,
     "providers": cmd_providers,
+    "operations": cmd_operations,
     "serve": cmd_serve,
     "studio": cmd_serve,
     "models": cmd_models,
