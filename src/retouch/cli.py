@@ -690,6 +690,8 @@ def _list_styles() -> int:
 
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp"}
+UNLABELLED_SUFFIXES = {".tif", ".tiff", ".bmp"}
+"""Formats retouch writes without its parameters in them (PNG, JPEG and WebP carry them)."""
 
 
 def _run_folder(
@@ -784,6 +786,8 @@ def _not_done(out: Path, operation: str, asked: Mapping[str, Any]) -> str | None
     except Exception:  # unreadable, not an image, a folder: not ours to skip
         return "cannot be read as an image"
     if made is None:
+        if out.suffix.lower() in UNLABELLED_SUFFIXES:
+            return None  # retouch cannot label these formats: the name is all there is
         return "was not written by retouch"
     if made.get("operation") != operation:
         return f"was written by retouch {made.get('operation')}"
