@@ -65,88 +65,30 @@ def best_pair(ours, bare, repeat: int = 3) -> tuple[float, float]:  # type: igno
     return min(times[0]), min(times[1])
 
 
-def measure(
-    label: str, folder: Path, steps: int, side: int | None = None, repeat: int = 3
+def race(
+    label: str,
+    toolkit: object,
+    options: dict[str, object],
+    bare_pipe: object,
+    side: int,
+    steps: int,
+    repeat: int,
+    **bare_arguments: object,
 ) -> float:
+    """One inpaint of the astronaut through retouch (``options``) and through ``bare_pipe``
+    with the same prompt, steps, size and seed, timed alternately; prints the row."""
     import torch
-    from diffusers import AutoPipelineForInpainting
     from PIL import Image
     from skimage import data
 
-    from retouch.api import Toolkit
-
-    toolkit = Toolkit()
-    provider = toolkit.registry.get("diffusers")
-    loaded = provider.load(provider_options(folder))  # type: ignore[attr-defined]
-    chosen = {"resolution": side} if side else {}
-    side = side or loaded.resolution
     photo = np.asarray(Image.fromarray(data.astronaut()).resize((side, side)))
     mask = np.zeros((side, side), np.uint8)
     mask[side // 4 : side // 2, side // 4 : side // 2] = 255
-
-    def ours() -> None:
-        toolkit.inpaint(
-            photo,
-            mask,
-            "a red hat",
-            provider="diffusers",
-            steps=steps,
-            seed=1,
-            crop_margin=None,
-            options={"model": str(folder), **chosen},
-        )
-
-    bare_pipe = AutoPipelineForInpainting.from_pretrained(
-        str(folder), safety_checker=None, requires_safety_checker=False
-    )
-    bare_pipe.set_progress_bar_config(disable=True)
     image, mask_image = Image.fromarray(photo), Image.fromarray(mask)
-
-    def bare() -> None:
-        with torch.inference_mode():
-            bare_pipe(
-                prompt="a red hat",
-                image=image,
-                mask_image=mask_image,
-                num_inference_steps=steps,
-                width=side,
-                height=side,
-                generator=torch.Generator("cpu").manual_seed(1),
-                output_type="np",
-            )
-
-    ours_s, bare_s = best_pair(ours, bare, repeat)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(
-        f"{label:<18} {side:>5} px {ours_s / steps:>9.4f} {ours_s:>8.3f} {bare_s:>8.3f} {ours_s / bare_s:>10.3f} {peak:>8.0f}",
-        flush=True,
-    )
-    return ours_s
-
-
-def measure_shared(
-    label: str, folder: Path, steps: int, side: int, repeat: int, extra: dict[str, object]
-) -> float:
-    """ours / bare where the bare pipeline is diffusers' own class built on the very parts
-    retouch loaded (SDXL and FLUX-shaped models are too big for two copies)."""
-    import torch
-    from PIL import Image
-    from skimage import data
-
-    from retouch.api import Toolkit
-    from retouch.providers.diffusion import DiffusersOptions
-
-    toolkit = Toolkit()
-    provider = toolkit.registry.get("diffusers")
-    options = {"model": str(folder), "resolution": side, **extra}
-    loaded = provider.load(DiffusersOptions(**options))  # type: ignore[attr-defined, arg-type]
-    photo = np.asarray(Image.fromarray(data.astronaut()).resize((side, side)))
-    mask = np.zeros((side, side), np.uint8)
-    mask[side // 4 : side // 2, side // 4 : side // 2] = 255
-    guidance = loaded.defaults[1]
+    bare_pipe.set_progress_bar_config(disable=True)  # type: ignore[attr-defined]
 
     def ours() -> None:
-        toolkit.inpaint(
+        toolkit.inpaint(  # type: ignore[attr-defined]
             photo,
             mask,
             "a red hat",
@@ -157,26 +99,19 @@ def measure_shared(
             options=options,
         )
 
-    bare_pipe = type(loaded.inpaint)(**loaded.inpaint.components)
-    bare_pipe.set_progress_bar_config(disable=True)
-    image, mask_image = Image.fromarray(photo), Image.fromarray(mask)
-    arguments: dict[str, object] = {}
-    if loaded.family == "flux":
-        arguments["max_sequence_length"] = loaded.sequence
-
     def bare() -> None:
         with torch.inference_mode():
-            bare_pipe(
+            bare_pipe(  # type: ignore[operator]
                 prompt="a red hat",
                 image=image,
                 mask_image=mask_image,
                 num_inference_steps=steps,
-                guidance_scale=guidance,
+                strength=1.0,  # as retouch asks (SDXL's own default, 0.9999, runs a step less)
                 width=side,
                 height=side,
                 generator=torch.Generator("cpu").manual_seed(1),
                 output_type="np",
-                **arguments,
+                **bare_arguments,
             )
 
     ours_s, bare_s = best_pair(ours, bare, repeat)
@@ -186,6 +121,44 @@ def measure_shared(
         flush=True,
     )
     return ours_s
+
+
+def measure(
+    label: str, folder: Path, steps: int, side: int | None = None, repeat: int = 3
+) -> float:
+    """ours / bare diffusers, each with its own copy of the model from ``folder``."""
+    from diffusers import AutoPipelineForInpainting
+
+    from retouch.api import Toolkit
+
+    toolkit = Toolkit()
+    provider = toolkit.registry.get("diffusers")
+    loaded = provider.load(provider_options(folder))  # type: ignore[attr-defined]
+    chosen = {"resolution": side} if side else {}
+    bare_pipe = AutoPipelineForInpainting.from_pretrained(
+        str(folder), safety_checker=None, requires_safety_checker=False
+    )
+    options = {"model": str(folder), **chosen}
+    return race(label, toolkit, options, bare_pipe, side or loaded.resolution, steps, repeat)
+
+
+def measure_shared(
+    label: str, folder: Path, steps: int, side: int, repeat: int, extra: dict[str, object]
+) -> float:
+    """ours / bare where the bare pipeline is diffusers' own class built on the very parts
+    retouch loaded (SDXL and FLUX-shaped models are too big for two copies)."""
+    from retouch.api import Toolkit
+    from retouch.providers.diffusion import DiffusersOptions
+
+    toolkit = Toolkit()
+    provider = toolkit.registry.get("diffusers")
+    options = {"model": str(folder), "resolution": side, **extra}
+    loaded = provider.load(DiffusersOptions(**options))  # type: ignore[attr-defined, arg-type]
+    bare_pipe = type(loaded.inpaint)(**loaded.inpaint.components)
+    arguments: dict[str, object] = {"guidance_scale": loaded.defaults[1]}
+    if loaded.family == "flux":
+        arguments["max_sequence_length"] = loaded.sequence
+    return race(label, toolkit, options, bare_pipe, side, steps, repeat, **arguments)
 
 
 def settings(folder: Path, side: int, lora: Path, taesd: Path) -> None:
