@@ -52,7 +52,7 @@ from retouch.errors import (
     RateLimited,
     ServerError,
 )
-from retouch.types import Pixels
+from retouch.types import OutpaintRequest, Pixels
 
 MAX_RETRIES = 2
 """openai-python ``DEFAULT_MAX_RETRIES``; replicate-python and the Stainless SDKs agree."""
@@ -437,25 +437,24 @@ def unknown_model(provider: str, model: str, known: tuple[str, ...] | list[str])
 
 
 def outpaint_work(
+    request: OutpaintRequest,
     pixels: Pixels,
     *,
-    left: int,
-    right: int,
-    top: int,
-    bottom: int,
-    feather: int,
     max_side: int | None,
     multiple: int = 1,
 ) -> tuple[NDArray[np.uint8], NDArray[np.uint8], tuple[int, int]]:
-    """What a provider that only inpaints needs to outpaint: the extended canvas (the new
-    area filled with the edge pixels stretched outwards, a better start for a diffusion model
-    than black), the mask of the new area (plus a ``feather`` band inside the original, so the
-    seam is repainted too), both scaled so the long side is at most ``max_side`` and the sides
+    """What a provider that only inpaints needs to outpaint ``request`` (its sides and
+    feather) on ``pixels`` (its picture as the provider reads it): the extended canvas (the
+    new area filled with the edge pixels stretched outwards, a better start for a diffusion
+    model than black), the mask of the new area (plus a ``feather`` band inside the original,
+    so the seam is repainted too), both scaled so the long side is at most ``max_side`` and the sides
     are multiples of ``multiple``; and the full canvas size (width, height) to scale back to.
     The Toolkit pastes the original back over the result, so its pixels stay exact."""
     from retouch.compose import outpaint_canvas, resize_pixels
     from retouch.types import to_uint8
 
+    left, right, top, bottom = request.left, request.right, request.top, request.bottom
+    feather = request.feather
     rgb = to_uint8(pixels[:, :, :3])
     _, fill, _ = outpaint_canvas(
         rgb, left=left, right=right, top=top, bottom=bottom, feather=feather

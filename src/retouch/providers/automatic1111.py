@@ -194,12 +194,8 @@ class Automatic1111Provider:
                 payload["sampler_name"] = options.sampler_name
             if isinstance(request, OutpaintRequest):
                 canvas, mask, size = outpaint_work(
+                    request,
                     rgb,
-                    left=request.left,
-                    right=request.right,
-                    top=request.top,
-                    bottom=request.bottom,
-                    feather=request.feather,
                     max_side=WORKING_SIZE,
                     multiple=8,
                 )

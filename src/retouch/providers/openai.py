@@ -299,12 +299,8 @@ class OpenAIProvider:
             n, wanted = request.n, output_size(request)
         else:
             rgb, mask, wanted = outpaint_work(
+                request,
                 rgb,
-                left=request.left,
-                right=request.right,
-                top=request.top,
-                bottom=request.bottom,
-                feather=request.feather,
                 max_side=WORKING_SIZE,
             )
             prompt = request.prompt or OUTPAINT_PROMPT

@@ -231,12 +231,8 @@ class ReplicateProvider:
                 mask, prompt, n = request.mask.array, request.prompt, request.n
             else:
                 rgb, mask, size = outpaint_work(
+                    request,
                     rgb,
-                    left=request.left,
-                    right=request.right,
-                    top=request.top,
-                    bottom=request.bottom,
-                    feather=request.feather,
                     max_side=WORKING_SIZE,
                     multiple=8,
                 )

@@ -249,12 +249,8 @@ class VertexProvider:
             mask = request.mask.array
         elif isinstance(request, OutpaintRequest):
             rgb, mask, size = outpaint_work(
+                request,
                 rgb,
-                left=request.left,
-                right=request.right,
-                top=request.top,
-                bottom=request.bottom,
-                feather=request.feather,
                 max_side=OUTPAINT_MAX_SIDE,
             )
             prompt = request.prompt or ""
